@@ -1,0 +1,139 @@
+"""What every data set turns into: uint8 NCHW images, int64 labels, and how to normalise them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from slt_deploy.errors import SltError
+from slt_deploy.registry import Registry
+
+DATA_DIR_ENV = "SLT_DEPLOY_DATA"
+CACHE_DIR_ENV = "SLT_DEPLOY_CACHE"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a ticket must remember about its data: shapes, classes and normalisation."""
+
+    name: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DataSpec:
+        return cls(
+            name=str(data["name"]),
+            input_shape=tuple(int(v) for v in data["input_shape"]),
+            num_classes=int(data["num_classes"]),
+            mean=tuple(float(v) for v in data["mean"]),
+            std=tuple(float(v) for v in data["std"]),
+            classes=tuple(str(v) for v in data.get("classes", ())),
+        )
+
+
+@dataclass
+class DataSplit:
+    spec: DataSpec
+    train_x: torch.Tensor  # uint8 [N, C, H, W]
+    train_y: torch.Tensor  # int64 [N]
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    augment: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def subset(self, count: int | None) -> DataSplit:
+        """The first `count` training and test samples: for quick runs and tests."""
+        if count is None:
+            return self
+        return DataSplit(
+            self.spec, self.train_x[:count], self.train_y[:count],
+            self.test_x[:count], self.test_y[:count], self.augment, self.notes,
+        )
+
+
+Loader = Callable[[Path | None, bool], DataSplit]
+DATASETS: Registry[Loader] = Registry("data set")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "slt-deploy")
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
+                 download: bool = False) -> DataSplit:
+    """Load `name` (`imagefolder:PATH` takes its path from the name)."""
+    if name.startswith("imagefolder:"):
+        return DATASETS.get("imagefolder")(Path(name.split(":", 1)[1]), download)
+    loader = DATASETS.get(name)
+    return loader(Path(data_dir) if data_dir is not None else None, download)
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images on the [0, 1] scale (from the training split)."""
+    x = images.to(torch.float64) / 255.0
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
+
+
+def normalise(batch: torch.Tensor, spec: DataSpec) -> torch.Tensor:
+    """uint8 → float32, scaled to [0, 1] and standardised with the spec's statistics."""
+    mean = torch.tensor(spec.mean, device=batch.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, device=batch.device).view(1, -1, 1, 1)
+    return (batch.to(torch.float32) / 255.0 - mean) / std
+
+
+def augment_crop_flip(batch: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop with `pad` zero padding and random horizontal flip, per sample."""
+    n, _, h, w = batch.shape
+    padded = torch.nn.functional.pad(batch, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    rows = (dy.view(n, 1) + torch.arange(h).view(1, h))  # [n, h]
+    cols = (dx.view(n, 1) + torch.arange(w).view(1, w))  # [n, w]
+    cols = torch.where(flip.view(n, 1), cols.flip(1), cols)
+    idx_n = torch.arange(n).view(n, 1, 1)
+    out = padded.permute(0, 2, 3, 1)[idx_n, rows.view(n, h, 1), cols.view(n, 1, w)]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A generator that depends only on (seed, epoch): resume needs no data-order state."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def train_batches(split: DataSplit, batch_size: int, seed: int, epoch: int,
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled uint8 batches for one epoch (augmented when the split asks for it)."""
+    generator = epoch_generator(seed, epoch)
+    order = torch.randperm(len(split.train_y), generator=generator)
+    for start in range(0, len(order), batch_size):
+        index = order[start:start + batch_size]
+        images = split.train_x[index]
+        if split.augment:
+            images = augment_crop_flip(images, generator)
+        yield images, split.train_y[index]
+
+
+def steps_per_epoch(split: DataSplit, batch_size: int) -> int:
+    return -(-len(split.train_y) // batch_size)
+
+
+def require_dir(path: Path | None, name: str, hint: str) -> Path:
+    if path is None:
+        raise SltError(f"data set {name!r} needs --data-dir ({hint})")
+    if not path.exists():
+        raise SltError(f"data directory {path} does not exist ({hint})")
+    return path

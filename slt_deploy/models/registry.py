@@ -1,0 +1,43 @@
+"""One way to build a model everywhere (search, export, tests): `create_model(spec, data)`."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from slt_deploy.data.base import DataSpec
+from slt_deploy.errors import SltError
+from slt_deploy.registry import Registry
+
+Builder = Callable[..., nn.Module]
+MODELS: Registry[Builder] = Registry("model")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kwargs: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kwargs": dict(self.kwargs)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelSpec:
+        return cls(str(data["name"]), dict(data.get("kwargs", {})))
+
+
+def register_model(name: str) -> Callable[[Builder], Builder]:
+    """Builders take `input_shape` and `num_classes` plus their own keyword arguments."""
+    return MODELS.register(name)
+
+
+def create_model(spec: ModelSpec, data: DataSpec) -> nn.Module:
+    builder = MODELS.get(spec.name)
+    accepted = inspect.signature(builder).parameters
+    unknown = sorted(set(spec.kwargs) - set(accepted))
+    if unknown:
+        raise SltError(f"model {spec.name!r} does not take {', '.join(unknown)}")
+    return builder(input_shape=tuple(data.input_shape), num_classes=data.num_classes, **spec.kwargs)

@@ -1,0 +1,112 @@
+"""`SearchConfig`: the one object a search runs from. The CLI and TOML recipes fill the same
+dataclass, so a run directory's config replays the run exactly."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from slt_deploy.errors import SltError
+
+GRANULARITIES = ("unstructured",)
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    model: str = "lenet-300-100"
+    model_kwargs: dict = field(default_factory=dict)
+    data: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    subset: int | None = None
+    max_steps: int | None = None
+    method: str = "gates"
+    gate: str = "stg"
+    sigma: float = 0.5
+    gate_init: float | None = None
+    threshold: float = 0.5
+    granularity: str = "unstructured"
+    init: str | None = None  # None: the method's default scheme
+    init_gain: float | None = None
+    target_sparsity: float | None = None
+    l0: float | None = None
+    controller_rate: float = 0.01
+    epochs: int = 15
+    batch_size: int = 128
+    optimizer: str | None = None  # None: the method's default (as lr, momentum, weight_decay)
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    schedule: str = "cosine"
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    learn_bias: bool = False
+    affine_bn: bool = False
+    eval_batch_size: int = 1000
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SearchConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SltError(f"unknown search setting(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def with_overrides(self, **changes) -> SearchConfig:
+        return replace(self, **changes)
+
+    def replay_key(self) -> dict:
+        """The settings that must match for a checkpoint to be resumed."""
+        return self.to_dict()
+
+    def validate(self) -> SearchConfig:
+        from slt_deploy.search.methods import METHODS
+        from slt_deploy.search.gates import GATES
+
+        METHODS.get(self.method)
+        GATES.get(self.gate)
+        if self.target_sparsity is not None and not 0.0 < self.target_sparsity < 1.0:
+            raise SltError(f"--target-sparsity must lie in (0, 1), got {self.target_sparsity}")
+        if self.target_sparsity is not None and self.l0 is not None:
+            raise SltError("give --target-sparsity or --l0, not both")
+        if self.method == "edge-popup" and self.target_sparsity is None:
+            raise SltError("edge-popup needs --target-sparsity (the fraction of weights removed)")
+        if self.l0 is not None and self.l0 < 0:
+            raise SltError("--l0 must be >= 0")
+        if self.granularity not in GRANULARITIES:
+            raise SltError(f"--granularity must be one of {', '.join(GRANULARITIES)}")
+        if self.device not in DEVICES:
+            raise SltError(f"--device must be one of {', '.join(DEVICES)}")
+        if not 0.0 < self.threshold < 1.0:
+            raise SltError("--threshold must lie in (0, 1)")
+        if self.sigma <= 0:
+            raise SltError("--sigma must be > 0")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise SltError(f"--{name.replace('_', '-')} must be >= 1")
+        for name in ("subset", "max_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise SltError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.schedule not in ("cosine", "constant"):
+            raise SltError("--schedule must be cosine or constant")
+        return self
+
+
+def load_recipe(path: str | Path) -> dict:
+    """A TOML recipe: top-level keys are SearchConfig fields ([model_kwargs] a table)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SltError(f"cannot read recipe {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SltError(f"recipe {path} is not valid TOML: {exc}") from None
+    SearchConfig.from_dict(data)  # rejects unknown keys early
+    return data

@@ -1,0 +1,194 @@
+"""Masked layers and the module surgery that installs them.
+
+A masked layer keeps its weight `W` as a frozen buffer (never a parameter) and multiplies it
+by a mask from its `mask_source`: a relaxed sample while training, the binary mask in eval.
+`gate_(model, make_source, init_spec, filter_fn)` swaps Linear/Conv2d in place (torchao's
+`sparsify_` pattern); `frozen_params_` freezes what a pure strong ticket must not learn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slt_deploy.init import InitSpec, frozen_weight
+
+
+class MaskSource(nn.Module):
+    """Where a masked layer's mask comes from: gate families and edge-popup scores."""
+
+    def training_mask(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def binary_mask(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def penalty_terms(self) -> torch.Tensor | None:
+        """Per-gate P(open) for the expected-L0 penalty; None when the source has no penalty."""
+        return None
+
+
+class _TopKStraightThrough(torch.autograd.Function):
+    """Edge-popup's subnet: 1 for the k largest |scores|, gradient passed straight through."""
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor, kept: int) -> torch.Tensor:
+        mask = torch.zeros_like(scores)
+        flat = mask.view(-1)
+        flat[torch.topk(scores.abs().view(-1), kept, sorted=False).indices] = 1.0
+        return mask
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
+class EdgePopupScores(MaskSource):
+    """Ramanujan et al. 2020: a score per weight, per-layer top-k, straight-through gradient."""
+
+    def __init__(self, shape: tuple[int, ...], density: float) -> None:
+        super().__init__()
+        self.scores = nn.Parameter(torch.empty(shape))
+        nn.init.kaiming_uniform_(self.scores, a=5**0.5)  # as the reference implementation
+        self.kept = max(1, round(density * self.scores.numel()))
+
+    def training_mask(self) -> torch.Tensor:
+        return _TopKStraightThrough.apply(self.scores, self.kept)
+
+    def binary_mask(self) -> torch.Tensor:
+        return _TopKStraightThrough.apply(self.scores.detach(), self.kept) > 0
+
+
+class GateSource(MaskSource):
+    """Wraps a gate family (stg, hard-concrete) as a mask source."""
+
+    def __init__(self, gate: nn.Module) -> None:
+        super().__init__()
+        self.gate = gate
+
+    def training_mask(self) -> torch.Tensor:
+        return self.gate.sample()
+
+    def binary_mask(self) -> torch.Tensor:
+        return self.gate.binary_mask()
+
+    def penalty_terms(self) -> torch.Tensor:
+        return self.gate.open_probability()
+
+
+class MaskedLayer(nn.Module):
+    """Shared by MaskedLinear and MaskedConv2d: W ⊙ mask with W frozen."""
+
+    frozen_weight: torch.Tensor
+
+    def __init__(self, weight: torch.Tensor, source: MaskSource,
+                 bias: nn.Parameter | None) -> None:
+        super().__init__()
+        self.register_buffer("frozen_weight", weight)
+        self.mask_source = source
+        self.bias = bias
+
+    def effective_weight(self) -> torch.Tensor:
+        if self.training:
+            mask = self.mask_source.training_mask()
+        else:
+            mask = self.mask_source.binary_mask()
+        return self.frozen_weight * mask.to(self.frozen_weight.dtype)
+
+
+class MaskedLinear(MaskedLayer):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.effective_weight(), self.bias)
+
+
+class MaskedConv2d(MaskedLayer):
+    def __init__(self, weight: torch.Tensor, source: MaskSource, bias: nn.Parameter | None,
+                 conv: nn.Conv2d) -> None:
+        super().__init__(weight, source, bias)
+        self.stride, self.padding = conv.stride, conv.padding
+        self.dilation, self.groups = conv.dilation, conv.groups
+        if conv.padding_mode != "zeros":
+            raise ValueError("only zero padding is supported in masked convolutions")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.effective_weight(), self.bias, self.stride, self.padding,
+                        self.dilation, self.groups)
+
+
+FilterFn = Callable[[nn.Module, str], bool]
+SourceFactory = Callable[[tuple[int, ...]], MaskSource]
+
+
+def gateable(module: nn.Module, name: str) -> bool:
+    """The default filter: every Linear and Conv2d."""
+    return isinstance(module, nn.Linear | nn.Conv2d)
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def _new_bias(module: nn.Module, learn_bias: bool) -> nn.Parameter | None:
+    out = module.out_features if isinstance(module, nn.Linear) else module.out_channels
+    return nn.Parameter(torch.zeros(out)) if learn_bias else None
+
+
+def gate_(model: nn.Module, make_source: SourceFactory, init: InitSpec,
+          filter_fn: FilterFn = gateable, learn_bias: bool = False) -> nn.Module:
+    """Replace every Linear/Conv2d that `filter_fn` accepts with its masked version in place.
+
+    Frozen weights come from (init.seed, qualified layer name); biases are dropped (or, with
+    `learn_bias`, start at zero and are learned).
+    """
+    targets = [(n, m) for n, m in model.named_modules() if n and filter_fn(m, n)]
+    for name, module in targets:
+        weight = frozen_weight(init, name, tuple(module.weight.shape))
+        bias = _new_bias(module, learn_bias)
+        source = make_source(tuple(weight.shape))
+        if isinstance(module, nn.Linear):
+            new: nn.Module = MaskedLinear(weight, source, bias)
+        else:
+            new = MaskedConv2d(weight, source, bias, module)
+        _replace(model, name, new)
+    return model
+
+
+def init_dense_(model: nn.Module, init: InitSpec, filter_fn: FilterFn = gateable,
+                learn_bias: bool = False) -> nn.Module:
+    """Dense training baseline: the same weights the tickets start from, but trainable."""
+    for name, module in model.named_modules():
+        if name and filter_fn(module, name):
+            module.weight = nn.Parameter(frozen_weight(init, name, tuple(module.weight.shape)))
+            module.bias = _new_bias(module, learn_bias)
+    return model
+
+
+def normalisation_(model: nn.Module, affine_bn: bool) -> nn.Module:
+    """BatchNorm non-affine (running statistics only) unless `affine_bn`; LayerNorm frozen."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine != affine_bn:
+            replacement = type(module)(module.num_features, eps=module.eps,
+                                       momentum=module.momentum, affine=affine_bn)
+            _replace(model, name, replacement)
+        elif isinstance(module, nn.LayerNorm):
+            for param in module.parameters():
+                param.requires_grad_(False)
+    return model
+
+
+def masked_layers(model: nn.Module) -> Iterator[tuple[str, MaskedLayer]]:
+    for name, module in model.named_modules():
+        if isinstance(module, MaskedLayer):
+            yield name, module
+
+
+def frozen_weights(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """(layer name, W) of every frozen weight, or every trainable weight for a dense model."""
+    for name, module in model.named_modules():
+        if isinstance(module, MaskedLayer):
+            yield name, module.frozen_weight

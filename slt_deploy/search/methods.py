@@ -1,0 +1,113 @@
+"""Search methods (`--method`): how a model is prepared, what is trained, with which defaults.
+
+Defaults are the settings that measured best on `bench/search_quality.py` (docs/search.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from slt_deploy.init import RELU_GAIN, InitSpec
+from slt_deploy.registry import Registry
+from slt_deploy.search.config import SearchConfig
+from slt_deploy.search.gates import GATES, GateConfig
+from slt_deploy.search.layers import (
+    EdgePopupScores,
+    GateSource,
+    MaskSource,
+    gate_,
+    init_dense_,
+    normalisation_,
+)
+
+
+@dataclass(frozen=True)
+class Defaults:
+    init: str
+    optimizer: str
+    lr: float
+    momentum: float
+    weight_decay: float
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    defaults: Defaults
+    penalised: bool  # has an expected-L0 penalty (gates)
+
+    def prepare(self, model: nn.Module, config: SearchConfig, init: InitSpec) -> nn.Module:
+        raise NotImplementedError
+
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def gate_config(config: SearchConfig) -> GateConfig:
+    return GateConfig(family=config.gate, sigma=config.sigma, init=config.gate_init,
+                      threshold=config.threshold)
+
+
+class GatesMethod(Method):
+    def prepare(self, model: nn.Module, config: SearchConfig, init: InitSpec) -> nn.Module:
+        family = GATES.get(config.gate)
+        gates = gate_config(config)
+
+        def source(shape: tuple[int, ...]) -> MaskSource:
+            return GateSource(family(shape, gates))
+
+        return gate_(normalisation_(model, config.affine_bn), source, init,
+                     learn_bias=config.learn_bias)
+
+
+class EdgePopupMethod(Method):
+    def prepare(self, model: nn.Module, config: SearchConfig, init: InitSpec) -> nn.Module:
+        density = 1.0 - float(config.target_sparsity)
+
+        def source(shape: tuple[int, ...]) -> MaskSource:
+            return EdgePopupScores(shape, density)
+
+        return gate_(normalisation_(model, config.affine_bn), source, init,
+                     learn_bias=config.learn_bias)
+
+
+class DenseMethod(Method):
+    def prepare(self, model: nn.Module, config: SearchConfig, init: InitSpec) -> nn.Module:
+        return init_dense_(normalisation_(model, config.affine_bn), init,
+                           learn_bias=config.learn_bias)
+
+
+METHODS.register("gates")(GatesMethod(
+    "gates", Defaults("uniform", "adam", 0.01, 0.0, 0.0), penalised=True))
+METHODS.register("edge-popup")(EdgePopupMethod(
+    "edge-popup", Defaults("signed-constant", "sgd", 0.1, 0.9, 1e-4), penalised=False))
+METHODS.register("dense")(DenseMethod(
+    "dense", Defaults("kaiming-normal", "sgd", 0.05, 0.9, 1e-4), penalised=False))
+
+
+def init_spec(config: SearchConfig) -> InitSpec:
+    method = METHODS.get(config.method)
+    return InitSpec(scheme=config.init or method.defaults.init, seed=config.seed,
+                    gain=RELU_GAIN if config.init_gain is None else config.init_gain)
+
+
+def build_optimizer(model: nn.Module, config: SearchConfig) -> torch.optim.Optimizer:
+    """Mask parameters (gates, scores) get their own group with weight decay 0 for gates."""
+    method = METHODS.get(config.method)
+    d = method.defaults
+    name = config.optimizer or d.optimizer
+    lr = d.lr if config.lr is None else config.lr
+    momentum = d.momentum if config.momentum is None else config.momentum
+    weight_decay = d.weight_decay if config.weight_decay is None else config.weight_decay
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": params, "weight_decay": 0.0 if method.penalised else weight_decay}]
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    from slt_deploy.errors import SltError
+
+    raise SltError(f"--optimizer must be adam or sgd, got {name!r}")

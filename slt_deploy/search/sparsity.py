@@ -1,0 +1,91 @@
+"""Sparsity control: λ fixed by `--l0`, or steered toward `--target-sparsity`.
+
+The penalty is λ · E[L0] / N (DESIGN.md: λ Σ P(open), divided by the number of gates N so that
+one λ means the same on every model).
+
+With a target s the constraint is an equality (the user asks for a sparsity), solved by a PI
+controller on the Lagrange multiplier, measured to be necessary:
+- The target density ramps from the initial E[L0]/N down to 1 − s over the first `ramp`
+  fraction of training (cubic, as in gradual magnitude pruning). Closed gates get almost no
+  gradient (Φ'(μ/σ) → 0), so overshooting early is permanent.
+- During the ramp it steers the expected density E[L0]/N, which moves with every μ; the binary
+  density does not (with μ₀ = τ it reads ≈ 0.5 whatever the gates do, a dead zone in which an
+  integrator winds up unseen, then closes everything at once). Across the ramp's second half
+  it hands over (linearly) to the *binary* density actually deployed, which it steers after.
+- λ is signed: the cross-entropy alone closes gates (random weights add noise), so keeping a
+  density can need a reward for open gates.
+- λ = scale · (K_p · e + Σ K_i · e), e = clip((density − target) / target, −1, 1), where
+  `scale` = ‖∇CE‖ / ‖∇penalty‖ over the gate parameters at the first step: the λ at which
+  the two forces balance, so no per-model tuning. Pure integral control (tried first) lagged
+  ~800 steps behind and then overshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class SparsityController:
+    final_density: float | None
+    lam: float
+    k_i: float = 0.01
+    k_p: float = 1.0
+    ramp: float = 0.5
+    scale: float | None = None
+    integral: float = 0.0
+    target_density: float | None = None
+    start_density: float | None = None
+
+    @classmethod
+    def create(cls, target_sparsity: float | None, l0: float | None, k_i: float,
+               ramp: float = 0.5) -> SparsityController:
+        if target_sparsity is None:
+            return cls(None, 0.0 if l0 is None else float(l0), k_i, ramp=ramp)
+        return cls(1.0 - target_sparsity, 0.0, k_i, ramp=ramp)
+
+    @property
+    def needs_scale(self) -> bool:
+        return self.final_density is not None and self.scale is None
+
+    def target_at(self, progress: float) -> float:
+        """Target density at training progress `progress` ∈ [0, 1]."""
+        assert self.final_density is not None
+        start = self.final_density if self.start_density is None else self.start_density
+        remaining = max(0.0, 1.0 - progress / self.ramp) if self.ramp > 0 else 0.0
+        return self.final_density + max(0.0, start - self.final_density) * remaining**3
+
+    def update(self, binary_density: float, expected_density: float, progress: float) -> None:
+        if self.final_density is None:
+            return
+        if self.start_density is None:
+            self.start_density = expected_density
+        self.target_density = self.target_at(progress)
+        # Hand over from the expected to the binary density across the ramp's second half.
+        weight = min(1.0, max(0.0, 2.0 * progress / self.ramp - 1.0)) if self.ramp > 0 else 1.0
+        density = (1.0 - weight) * expected_density + weight * binary_density
+        error = max(-1.0, min(1.0, (density - self.target_density) / self.target_density))
+        self.integral += self.k_i * error
+        self.lam = (self.scale or 1.0) * (self.k_p * error + self.integral)
+
+    def state_dict(self) -> dict:
+        return {"lam": self.lam, "scale": self.scale, "integral": self.integral,
+                "start_density": self.start_density}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lam = float(state["lam"])
+        self.scale = state["scale"]
+        self.integral = float(state["integral"])
+        self.start_density = state["start_density"]
+
+
+def balance_scale(model, loss, penalty) -> float:
+    """‖∇CE‖ / ‖∇penalty‖ over the mask parameters: the λ at which the two forces balance."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    ce = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    pen = torch.autograd.grad(penalty, params, retain_graph=True, allow_unused=True)
+    norm = lambda grads: float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads  # noqa: E731
+                                              if g is not None)))
+    return norm(ce) / max(norm(pen), 1e-12)
