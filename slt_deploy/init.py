@@ -23,18 +23,29 @@ RELU_GAIN = math.sqrt(2.0)
 
 @dataclass(frozen=True)
 class InitSpec:
-    """How frozen weights are drawn. `gain` multiplies the per-layer scale (ReLU gain √2)."""
+    """How frozen weights are drawn: std = gain / √(fan_in · density).
+
+    `density` < 1 is edge-popup's `scale_fan`: a mask that keeps a fraction k of the inputs
+    shrinks each layer's output by √k, and without biases that compounds into tiny logits
+    and vanishing gradients; scaling by 1/√k keeps activations at unit scale.
+    """
 
     scheme: str = "signed-constant"
     seed: int = 0
     gain: float = RELU_GAIN
+    density: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> InitSpec:
-        return cls(scheme=str(data["scheme"]), seed=int(data["seed"]), gain=float(data["gain"]))
+        return cls(
+            scheme=str(data["scheme"]),
+            seed=int(data["seed"]),
+            gain=float(data["gain"]),
+            density=float(data.get("density", 1.0)),
+        )
 
 
 Scheme = Callable[[np.ndarray, float], np.ndarray]
@@ -79,9 +90,9 @@ def fan_in(shape: tuple[int, ...]) -> int:
 
 
 def frozen_weight(spec: InitSpec, name: str, shape: tuple[int, ...]) -> torch.Tensor:
-    """The frozen float32 weight of layer `name`: std = gain / √fan_in, drawn by `spec.scheme`."""
+    """The frozen float32 weight of layer `name`, drawn by `spec.scheme`."""
     scheme = SCHEMES.get(spec.scheme)
-    std = spec.gain / math.sqrt(fan_in(shape))
+    std = spec.gain / math.sqrt(fan_in(shape) * spec.density)
     values = scheme(uniform01(spec.seed, name, int(np.prod(shape))), std)
     return torch.from_numpy(values.astype(np.float32).reshape(shape))
 

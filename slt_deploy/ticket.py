@@ -48,11 +48,17 @@ class Ticket:
     def metadata(self) -> dict:
         c = self.config
         return {
-            "format": TICKET_FORMAT, "version": TICKET_VERSION,
-            "model": self.model_spec.to_dict(), "init": self.init.to_dict(),
-            "method": c.method, "gate": gate_config(c).to_dict(), "threshold": c.threshold,
-            "granularity": c.granularity, "data": self.data.to_dict(),
-            "weight_checksum": self.weight_checksum, "metrics": self.metrics,
+            "format": TICKET_FORMAT,
+            "version": TICKET_VERSION,
+            "model": self.model_spec.to_dict(),
+            "init": self.init.to_dict(),
+            "method": c.method,
+            "gate": gate_config(c).to_dict(),
+            "threshold": c.threshold,
+            "granularity": c.granularity,
+            "data": self.data.to_dict(),
+            "weight_checksum": self.weight_checksum,
+            "metrics": self.metrics,
             "config": c.to_dict(),
         }
 
@@ -65,8 +71,11 @@ def build_search_model(config: SearchConfig, data: DataSpec) -> nn.Module:
 
 def ticket_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """Everything in the state dict but the frozen weights (those regenerate from the seed)."""
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-            if not k.endswith(".frozen_weight")}
+    return {
+        k: v.detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+        if not k.endswith(".frozen_weight")
+    }
 
 
 def model_checksum(model: nn.Module) -> str:
@@ -105,8 +114,10 @@ def read_metadata(path: Path) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != TICKET_FORMAT:
         raise SltError(f"{path} is not an slt-deploy ticket")
     if meta.get("version") != TICKET_VERSION:
-        raise SltError(f"{path}: ticket version {meta.get('version')} is not supported "
-                       f"(this slt-deploy reads version {TICKET_VERSION})")
+        raise SltError(
+            f"{path}: ticket version {meta.get('version')} is not supported "
+            f"(this slt-deploy reads version {TICKET_VERSION})"
+        )
     return meta
 
 
@@ -136,17 +147,21 @@ def build_model(ticket: Ticket) -> nn.Module:
         raise SltError(f"cannot rebuild the ticket's model: {exc}") from None
     actual = model_checksum(model)
     if actual != ticket.weight_checksum:
-        raise SltError("regenerated weights do not match the ticket's checksum "
-                       f"({actual[:12]} != {ticket.weight_checksum[:12]}): the ticket was "
-                       "made by an incompatible weight generator or has been altered")
+        raise SltError(
+            "regenerated weights do not match the ticket's checksum "
+            f"({actual[:12]} != {ticket.weight_checksum[:12]}): the ticket was "
+            "made by an incompatible weight generator or has been altered"
+        )
     expected = ticket_tensors(model)
     for name, tensor in ticket.tensors.items():
         ref = expected.get(name)
         if ref is None:
             raise SltError(f"ticket holds an unexpected tensor {name!r}")
         if ref.shape != tensor.shape or ref.dtype != tensor.dtype:
-            raise SltError(f"ticket tensor {name!r} is {tuple(tensor.shape)} {tensor.dtype}, "
-                           f"the model needs {tuple(ref.shape)} {ref.dtype}")
+            raise SltError(
+                f"ticket tensor {name!r} is {tuple(tensor.shape)} {tensor.dtype}, "
+                f"the model needs {tuple(ref.shape)} {ref.dtype}"
+            )
     missing = sorted(set(expected) - set(ticket.tensors))
     if missing:
         raise SltError(f"ticket lacks tensor(s): {', '.join(missing[:5])}")

@@ -57,8 +57,13 @@ class DataSplit:
         if count is None:
             return self
         return DataSplit(
-            self.spec, self.train_x[:count], self.train_y[:count],
-            self.test_x[:count], self.test_y[:count], self.augment, self.notes,
+            self.spec,
+            self.train_x[:count],
+            self.train_y[:count],
+            self.test_x[:count],
+            self.test_y[:count],
+            self.augment,
+            self.notes,
         )
 
 
@@ -70,8 +75,9 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "slt-deploy")
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
-                 download: bool = False) -> DataSplit:
+def load_dataset(
+    name: str, data_dir: str | os.PathLike | None = None, download: bool = False
+) -> DataSplit:
     """Load `name` (`imagefolder:PATH` takes its path from the name)."""
     if name.startswith("imagefolder:"):
         return DATASETS.get("imagefolder")(Path(name.split(":", 1)[1]), download)
@@ -94,15 +100,17 @@ def normalise(batch: torch.Tensor, spec: DataSpec) -> torch.Tensor:
     return (batch.to(torch.float32) / 255.0 - mean) / std
 
 
-def augment_crop_flip(batch: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+def augment_crop_flip(
+    batch: torch.Tensor, generator: torch.Generator, pad: int = 4
+) -> torch.Tensor:
     """Random crop with `pad` zero padding and random horizontal flip, per sample."""
     n, _, h, w = batch.shape
     padded = torch.nn.functional.pad(batch, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
     flip = torch.rand(n, generator=generator) < 0.5
-    rows = (dy.view(n, 1) + torch.arange(h).view(1, h))  # [n, h]
-    cols = (dx.view(n, 1) + torch.arange(w).view(1, w))  # [n, w]
+    rows = dy.view(n, 1) + torch.arange(h).view(1, h)  # [n, h]
+    cols = dx.view(n, 1) + torch.arange(w).view(1, w)  # [n, w]
     cols = torch.where(flip.view(n, 1), cols.flip(1), cols)
     idx_n = torch.arange(n).view(n, 1, 1)
     out = padded.permute(0, 2, 3, 1)[idx_n, rows.view(n, h, 1), cols.view(n, 1, w)]
@@ -114,13 +122,17 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
-def train_batches(split: DataSplit, batch_size: int, seed: int, epoch: int,
-                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def train_batches(
+    split: DataSplit,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Shuffled uint8 batches for one epoch (augmented when the split asks for it)."""
     generator = epoch_generator(seed, epoch)
     order = torch.randperm(len(split.train_y), generator=generator)
     for start in range(0, len(order), batch_size):
-        index = order[start:start + batch_size]
+        index = order[start : start + batch_size]
         images = split.train_x[index]
         if split.augment:
             images = augment_crop_flip(images, generator)

@@ -12,6 +12,7 @@ import tarfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -31,22 +32,36 @@ DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp"}
 
 
-def _split(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-           test_y: np.ndarray, classes: Iterable[str], augment: bool = False) -> DataSplit:
+def _split(
+    name: str,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    classes: Iterable[str],
+    augment: bool = False,
+) -> DataSplit:
     train = torch.from_numpy(np.ascontiguousarray(train_x))
     mean, std = channel_stats(train)
     classes = tuple(classes)
     spec = DataSpec(name, tuple(train.shape[1:]), len(classes), mean, std, classes)
-    return DataSplit(spec, train, torch.from_numpy(train_y.astype(np.int64)),
-                     torch.from_numpy(np.ascontiguousarray(test_x)),
-                     torch.from_numpy(test_y.astype(np.int64)), augment)
+    return DataSplit(
+        spec,
+        train,
+        torch.from_numpy(train_y.astype(np.int64)),
+        torch.from_numpy(np.ascontiguousarray(test_x)),
+        torch.from_numpy(test_y.astype(np.int64)),
+        augment,
+    )
 
 
 # --- IDX (MNIST, Fashion-MNIST) -------------------------------------------------------------
 
 IDX_FILES = {
-    "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
-    "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte",
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
 }
 
 
@@ -76,8 +91,9 @@ def _find_idx(roots: list[Path], stem: str) -> Path | None:
     return None
 
 
-def _load_idx_dataset(name: str, torchvision_name: str, data_dir: Path | None,
-                      download: bool, extra_roots: list[Path]) -> DataSplit:
+def _load_idx_dataset(
+    name: str, torchvision_name: str, data_dir: Path | None, download: bool, extra_roots: list[Path]
+) -> DataSplit:
     roots = []
     if data_dir is not None:
         roots += [data_dir, data_dir / torchvision_name / "raw"]
@@ -100,8 +116,14 @@ def _load_idx_dataset(name: str, torchvision_name: str, data_dir: Path | None,
         if len(arrays[f"{part}_x"]) != len(arrays[f"{part}_y"]):
             raise SltError(f"{name}: {part} images and labels differ in count")
     classes = [str(i) for i in range(int(arrays["train_y"].max()) + 1)]
-    return _split(name, arrays["train_x"][:, None], arrays["train_y"],
-                  arrays["test_x"][:, None], arrays["test_y"], classes)
+    return _split(
+        name,
+        arrays["train_x"][:, None],
+        arrays["train_y"],
+        arrays["test_x"][:, None],
+        arrays["test_y"],
+        classes,
+    )
 
 
 def _torchvision_download(torchvision_name: str, root: Path) -> None:
@@ -121,23 +143,37 @@ def mnist(data_dir: Path | None, download: bool) -> DataSplit:
 
 @DATASETS.register("fashion-mnist")
 def fashion_mnist(data_dir: Path | None, download: bool) -> DataSplit:
-    return _load_idx_dataset("fashion-mnist", "FashionMNIST", data_dir, download,
-                             [DEBIAN_FASHION_MNIST])
+    return _load_idx_dataset(
+        "fashion-mnist", "FashionMNIST", data_dir, download, [DEBIAN_FASHION_MNIST]
+    )
 
 
 # --- CIFAR-10 -----------------------------------------------------------------------------
 
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-                   "dog", "frog", "horse", "ship", "truck")
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 
 
 class _ArraysOnlyUnpickler(pickle.Unpickler):
     """Reads CIFAR's pickled batches but resolves no global except numpy's array rebuilders,
     so a hostile file cannot run code (the same idea as torch.load(weights_only=True))."""
 
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
+    ALLOWED: ClassVar[set[tuple[str, str]]] = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # protocol-2 bytes written by Python 3; a pure function
     }
 
     def find_class(self, module: str, name: str):
@@ -160,8 +196,15 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _cifar_python_batches(directory: Path) -> DataSplit:
     parts = [_read_cifar_batch(directory / f"data_batch_{i}") for i in range(1, 6)]
     test_x, test_y = _read_cifar_batch(directory / "test_batch")
-    return _split("cifar10", np.concatenate([p[0] for p in parts]),
-                  np.concatenate([p[1] for p in parts]), test_x, test_y, CIFAR10_CLASSES, True)
+    return _split(
+        "cifar10",
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        test_x,
+        test_y,
+        CIFAR10_CLASSES,
+        True,
+    )
 
 
 @DATASETS.register("cifar10")
@@ -190,6 +233,7 @@ def cifar10(data_dir: Path | None, download: bool) -> DataSplit:
 
 # --- ImageFolder (directory or tar) ---------------------------------------------------------
 
+
 def _decode(data: bytes, size: tuple[int, int] | None) -> np.ndarray:
     from PIL import Image
 
@@ -214,7 +258,11 @@ def _index_tar(archive: tarfile.TarFile) -> list[tuple[str, str, str]]:
     entries = []
     for member in archive.getmembers():
         parts = member.name.split("/")
-        if member.isfile() and Path(member.name).suffix.lower() in IMAGE_SUFFIXES and len(parts) >= 3:
+        if (
+            member.isfile()
+            and Path(member.name).suffix.lower() in IMAGE_SUFFIXES
+            and len(parts) >= 3
+        ):
             entries.append((parts[-3], parts[-2], member.name))
     return sorted(entries, key=lambda e: e[2])
 
@@ -239,16 +287,24 @@ def load_imagefolder(source: Path, name: str = "imagefolder") -> DataSplit:
         try:
             with np.load(cache, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-            return _split(name, arrays["train_x"], arrays["train_y"], arrays["test_x"],
-                          arrays["test_y"], [str(c) for c in arrays["classes"]],
-                          augment=False)
+            return _split(
+                name,
+                arrays["train_x"],
+                arrays["train_y"],
+                arrays["test_x"],
+                arrays["test_y"],
+                [str(c) for c in arrays["classes"]],
+                augment=False,
+            )
         except (OSError, ValueError, KeyError):
             cache.unlink(missing_ok=True)  # a damaged cache is rebuilt, never trusted
     if source.is_file():
         try:
-            archive = tarfile.open(source)
+            archive = tarfile.open(source)  # noqa: SIM115 (closed by the with-block below)
         except (tarfile.TarError, OSError) as exc:
-            raise SltError(f"{source} is neither an image folder nor a readable tar: {exc}") from None
+            raise SltError(
+                f"{source} is neither an image folder nor a readable tar: {exc}"
+            ) from None
         with archive:
             entries = _index_tar(archive)
             blobs = {e[2]: archive.extractfile(e[2]).read() for e in entries}
@@ -276,8 +332,9 @@ def load_imagefolder(source: Path, name: str = "imagefolder") -> DataSplit:
             arrays[f"{part}_y"] = np.array([class_index[e[1]] for e in chosen], dtype=np.int64)
     with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, classes=np.array(classes), **arrays)
-    return _split(name, arrays["train_x"], arrays["train_y"], arrays["test_x"],
-                  arrays["test_y"], classes)
+    return _split(
+        name, arrays["train_x"], arrays["train_y"], arrays["test_x"], arrays["test_y"], classes
+    )
 
 
 @DATASETS.register("imagefolder")
@@ -289,9 +346,10 @@ def imagefolder(path: Path | None, download: bool) -> DataSplit:
 
 # --- scikit-learn digits (embedded, no download) --------------------------------------------
 
+
 @DATASETS.register("digits")
 def digits(data_dir: Path | None, download: bool) -> DataSplit:
-    """UCI handwritten digits (8x8, 1797 samples) as shipped by scikit-learn; a fixed 80/20 split."""
+    """UCI handwritten digits (8x8, 1797 samples) shipped by scikit-learn; fixed 80/20 split."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -299,5 +357,11 @@ def digits(data_dir: Path | None, download: bool) -> DataSplit:
     order = np.random.Generator(np.random.Philox(key=0)).permutation(len(images))
     cut = int(0.8 * len(images))
     train, test = order[:cut], order[cut:]
-    return _split("digits", images[train], bunch.target[train], images[test],
-                  bunch.target[test], [str(i) for i in range(10)])
+    return _split(
+        "digits",
+        images[train],
+        bunch.target[train],
+        images[test],
+        bunch.target[test],
+        [str(i) for i in range(10)],
+    )

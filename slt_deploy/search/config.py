@@ -25,11 +25,14 @@ class SearchConfig:
     method: str = "gates"
     gate: str = "stg"
     sigma: float = 0.5
+    noise: str = "table"
+    compile: bool = True
     gate_init: float | None = None
     threshold: float = 0.5
     granularity: str = "unstructured"
     init: str | None = None  # None: the method's default scheme
     init_gain: float | None = None
+    scale_fan: bool | None = None  # None: the method's default
     target_sparsity: float | None = None
     l0: float | None = None
     controller_rate: float = 0.01
@@ -66,8 +69,8 @@ class SearchConfig:
         return self.to_dict()
 
     def validate(self) -> SearchConfig:
-        from slt_deploy.search.methods import METHODS
         from slt_deploy.search.gates import GATES
+        from slt_deploy.search.methods import METHODS
 
         METHODS.get(self.method)
         GATES.get(self.gate)
@@ -85,6 +88,8 @@ class SearchConfig:
             raise SltError(f"--device must be one of {', '.join(DEVICES)}")
         if not 0.0 < self.threshold < 1.0:
             raise SltError("--threshold must lie in (0, 1)")
+        if self.noise not in ("table", "fresh"):
+            raise SltError("--noise must be table or fresh")
         if self.sigma <= 0:
             raise SltError("--sigma must be > 0")
         for name in ("epochs", "batch_size", "eval_batch_size"):

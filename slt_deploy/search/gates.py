@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from slt_deploy.registry import Registry
+from slt_deploy.search.kernels import kernels, stg_forward
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class GateConfig:
     sigma: float = 0.5
     init: float | None = None
     threshold: float = 0.5
+    compile: bool = True  # stg: fused compiled kernels (kernels.py); same maths either way
+    noise: str = "table"  # stg noise: "table" (shared noise table) or "fresh" (randn per step)
     beta: float = 2.0 / 3.0
     gamma: float = -0.1
     zeta: float = 1.1
@@ -42,7 +45,9 @@ class GateFamily(nn.Module):
 
     param_name: str = "gate"
 
-    def __init__(self, shape: tuple[int, ...], config: GateConfig) -> None:
+    def __init__(
+        self, shape: tuple[int, ...], config: GateConfig, noise: NoiseTable | None = None
+    ) -> None:
         super().__init__()
         self.config = config
 
@@ -56,14 +61,81 @@ class GateFamily(nn.Module):
     def open_probability(self) -> torch.Tensor:
         raise NotImplementedError
 
+    def open_probability_grad(self) -> torch.Tensor:
+        """∂P(open)/∂parameter, analytically: the penalty is applied as this gradient, which
+        costs a fraction of an autograd graph through erf (bench/step_cost.py)."""
+        raise NotImplementedError
+
     def deterministic_gate(self) -> torch.Tensor:
         raise NotImplementedError
+
+    def masked_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        """W ⊙ z with a fresh relaxed sample z."""
+        return weight * self.sample()
+
+    @torch.no_grad()
+    def add_penalty_grad_(self, coefficient: float) -> None:
+        """Add coefficient · ∂P(open)/∂θ to the parameter's gradient (the expected-L0
+        penalty, applied analytically instead of through an autograd graph)."""
+        param = self.parameter
+        penalty = self.open_probability_grad().mul_(coefficient)
+        param.grad = penalty if param.grad is None else param.grad.add_(penalty)
 
     def binary_mask(self) -> torch.Tensor:
         return self.deterministic_gate() > self.config.threshold
 
 
 GATES: Registry[type[GateFamily]] = Registry("gate family")
+
+
+class NoiseTable:
+    """A shared table of N(0, 1) draws; each call returns a window at a random offset.
+
+    Drawing fresh Gaussians for every weight at every step was the largest single cost of a
+    gate step on CPU (bench/step_cost.py); a window into one table is a zero-copy view. This is
+    the shared noise table of Salimans et al. (2017, evolution strategies). Per gate, the
+    draws across steps come from ~`spare` distinct table positions, so they are iid for all
+    practical purposes (a 7,000-step search repeats a value a handful of times in 2^20).
+    The table is regenerated from the seed, never stored, and kept outside the module tree
+    (one copy for all layers; it follows the gates to their device on first use).
+    """
+
+    def __init__(self, size: int, seed: int, spare: int = 1 << 20) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.table = torch.randn(size + spare, generator=generator)
+        self.spare = spare
+
+    def window(self, shape: torch.Size, device: torch.device) -> torch.Tensor:
+        if self.table.device != device:
+            self.table = self.table.to(device)
+        count = math.prod(shape)
+        offset = int(torch.randint(0, self.spare + 1, (1,)))
+        return self.table[offset : offset + count].view(shape)
+
+
+class _StgMaskedWeight(torch.autograd.Function):
+    """W ⊙ clip(μ + σε, 0, 1) and its exact gradient (1 inside (0, 1), 0 where clipped: no
+    straight-through), the gradient as one fused pointwise kernel (kernels.py)."""
+
+    @staticmethod
+    def forward(
+        ctx,
+        gate_mean: torch.Tensor,
+        weight: torch.Tensor,
+        noise: torch.Tensor,
+        sigma: float,
+        ops: dict,
+    ) -> torch.Tensor:
+        masked, pre_clip = stg_forward(gate_mean, weight, noise, sigma)
+        ctx.save_for_backward(weight, pre_clip)
+        ctx.ops = ops
+        return masked
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        weight, pre_clip = ctx.saved_tensors
+        grad_mean = ctx.ops["backward"](grad.reshape(-1), weight.reshape(-1), pre_clip.reshape(-1))
+        return grad_mean.view(weight.shape), None, None, None, None
 
 
 @GATES.register("stg")
@@ -73,19 +145,49 @@ class StochasticGate(GateFamily):
     param_name = "gate_mean"
     default_init = 0.5
 
-    def __init__(self, shape: tuple[int, ...], config: GateConfig) -> None:
+    def __init__(
+        self, shape: tuple[int, ...], config: GateConfig, noise: NoiseTable | None = None
+    ) -> None:
         super().__init__(shape, config)
         mu0 = self.default_init if config.init is None else config.init
         self.gate_mean = nn.Parameter(torch.full(shape, float(mu0)))
+        self._noise = [noise]  # shared, so kept out of this module's children and state
+
+    def _draw(self) -> torch.Tensor:
+        table = self._noise[0]
+        if table is None:
+            return torch.randn_like(self.gate_mean)
+        mean = self.gate_mean
+        return table.window(mean.shape, mean.device).to(mean.dtype)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        mu = self.gate_mean
-        noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        return (mu + self.config.sigma * noise).clamp(0.0, 1.0)  # z = clip(μ + ε, 0, 1)
+        noise = self._draw()
+        return (self.gate_mean + self.config.sigma * noise).clamp(0.0, 1.0)  # clip(μ + ε, 0, 1)
 
     def open_probability(self) -> torch.Tensor:
         # P(z > 0) = Φ(μ/σ); the penalty is λ Σ Φ(μ/σ).
         return torch.special.ndtr(self.gate_mean / self.config.sigma)
+
+    def open_probability_grad(self) -> torch.Tensor:
+        # dΦ(μ/σ)/dμ = φ(μ/σ)/σ = exp(−μ²/2σ²) / (σ√(2π))
+        sigma = self.config.sigma
+        density = self.gate_mean.detach().square().mul_(-0.5 / sigma**2).exp_()
+        return density.mul_(1.0 / (sigma * math.sqrt(2.0 * math.pi)))
+
+    def masked_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        ops = kernels(self.config.compile)
+        return _StgMaskedWeight.apply(self.gate_mean, weight, self._draw(), self.config.sigma, ops)
+
+    def add_penalty_grad_(self, coefficient: float) -> None:
+        ops = kernels(self.config.compile)
+        mean = self.gate_mean
+        grad = mean.grad if mean.grad is not None else torch.zeros_like(mean)
+        coef = torch.tensor(coefficient, dtype=mean.dtype, device=mean.device)
+        with torch.no_grad():
+            flat = ops["penalty"](
+                grad.reshape(-1), mean.detach().reshape(-1), coef, self.config.sigma
+            )
+        mean.grad = flat.view(mean.shape)
 
     def deterministic_gate(self) -> torch.Tensor:
         return self.gate_mean.clamp(0.0, 1.0)  # ẑ = clip(μ, 0, 1)
@@ -98,7 +200,9 @@ class HardConcreteGate(GateFamily):
     param_name = "log_alpha"
     default_init = 2.0  # sigmoid(2)·1.2 − 0.1 ≈ 0.96: gates start open, as stg's μ₀ = 0.5 does
 
-    def __init__(self, shape: tuple[int, ...], config: GateConfig) -> None:
+    def __init__(
+        self, shape: tuple[int, ...], config: GateConfig, noise: NoiseTable | None = None
+    ) -> None:
         super().__init__(shape, config)
         init = self.default_init if config.init is None else config.init
         self.log_alpha = nn.Parameter(torch.full(shape, float(init)))
@@ -114,6 +218,10 @@ class HardConcreteGate(GateFamily):
     def open_probability(self) -> torch.Tensor:
         c = self.config
         return torch.sigmoid(self.log_alpha - c.beta * math.log(-c.gamma / c.zeta))
+
+    def open_probability_grad(self) -> torch.Tensor:
+        p = self.open_probability().detach()
+        return p * (1.0 - p)  # sigmoid' = s(1 − s)
 
     def deterministic_gate(self) -> torch.Tensor:
         c = self.config

@@ -26,19 +26,20 @@ class MaskSource(nn.Module):
     def binary_mask(self) -> torch.Tensor:
         raise NotImplementedError
 
-    def penalty_terms(self) -> torch.Tensor | None:
-        """Per-gate P(open) for the expected-L0 penalty; None when the source has no penalty."""
-        return None
+    def masked_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        """W ⊙ training mask; a source may fuse the two."""
+        return weight * self.training_mask().to(weight.dtype)
 
 
 class _TopKStraightThrough(torch.autograd.Function):
-    """Edge-popup's subnet: 1 for the k largest |scores|, gradient passed straight through."""
+    """Edge-popup's subnet: 1 for the k largest values, gradient passed straight through.
+    Callers pass |scores| so that autograd applies the sign of abs (as the reference does)."""
 
     @staticmethod
-    def forward(ctx, scores: torch.Tensor, kept: int) -> torch.Tensor:
-        mask = torch.zeros_like(scores)
+    def forward(ctx, magnitudes: torch.Tensor, kept: int) -> torch.Tensor:
+        mask = torch.zeros_like(magnitudes)
         flat = mask.view(-1)
-        flat[torch.topk(scores.abs().view(-1), kept, sorted=False).indices] = 1.0
+        flat[torch.topk(magnitudes.view(-1), kept, sorted=False).indices] = 1.0
         return mask
 
     @staticmethod
@@ -56,10 +57,10 @@ class EdgePopupScores(MaskSource):
         self.kept = max(1, round(density * self.scores.numel()))
 
     def training_mask(self) -> torch.Tensor:
-        return _TopKStraightThrough.apply(self.scores, self.kept)
+        return _TopKStraightThrough.apply(self.scores.abs(), self.kept)
 
     def binary_mask(self) -> torch.Tensor:
-        return _TopKStraightThrough.apply(self.scores.detach(), self.kept) > 0
+        return _TopKStraightThrough.apply(self.scores.detach().abs(), self.kept) > 0
 
 
 class GateSource(MaskSource):
@@ -75,8 +76,8 @@ class GateSource(MaskSource):
     def binary_mask(self) -> torch.Tensor:
         return self.gate.binary_mask()
 
-    def penalty_terms(self) -> torch.Tensor:
-        return self.gate.open_probability()
+    def masked_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        return self.gate.masked_weight(weight)
 
 
 class MaskedLayer(nn.Module):
@@ -84,8 +85,7 @@ class MaskedLayer(nn.Module):
 
     frozen_weight: torch.Tensor
 
-    def __init__(self, weight: torch.Tensor, source: MaskSource,
-                 bias: nn.Parameter | None) -> None:
+    def __init__(self, weight: torch.Tensor, source: MaskSource, bias: nn.Parameter | None) -> None:
         super().__init__()
         self.register_buffer("frozen_weight", weight)
         self.mask_source = source
@@ -93,10 +93,8 @@ class MaskedLayer(nn.Module):
 
     def effective_weight(self) -> torch.Tensor:
         if self.training:
-            mask = self.mask_source.training_mask()
-        else:
-            mask = self.mask_source.binary_mask()
-        return self.frozen_weight * mask.to(self.frozen_weight.dtype)
+            return self.mask_source.masked_weight(self.frozen_weight)
+        return self.frozen_weight * self.mask_source.binary_mask().to(self.frozen_weight.dtype)
 
 
 class MaskedLinear(MaskedLayer):
@@ -105,8 +103,9 @@ class MaskedLinear(MaskedLayer):
 
 
 class MaskedConv2d(MaskedLayer):
-    def __init__(self, weight: torch.Tensor, source: MaskSource, bias: nn.Parameter | None,
-                 conv: nn.Conv2d) -> None:
+    def __init__(
+        self, weight: torch.Tensor, source: MaskSource, bias: nn.Parameter | None, conv: nn.Conv2d
+    ) -> None:
         super().__init__(weight, source, bias)
         self.stride, self.padding = conv.stride, conv.padding
         self.dilation, self.groups = conv.dilation, conv.groups
@@ -114,8 +113,15 @@ class MaskedConv2d(MaskedLayer):
             raise ValueError("only zero padding is supported in masked convolutions")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.effective_weight(), self.bias, self.stride, self.padding,
-                        self.dilation, self.groups)
+        return F.conv2d(
+            x,
+            self.effective_weight(),
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+        )
 
 
 FilterFn = Callable[[nn.Module, str], bool]
@@ -138,8 +144,13 @@ def _new_bias(module: nn.Module, learn_bias: bool) -> nn.Parameter | None:
     return nn.Parameter(torch.zeros(out)) if learn_bias else None
 
 
-def gate_(model: nn.Module, make_source: SourceFactory, init: InitSpec,
-          filter_fn: FilterFn = gateable, learn_bias: bool = False) -> nn.Module:
+def gate_(
+    model: nn.Module,
+    make_source: SourceFactory,
+    init: InitSpec,
+    filter_fn: FilterFn = gateable,
+    learn_bias: bool = False,
+) -> nn.Module:
     """Replace every Linear/Conv2d that `filter_fn` accepts with its masked version in place.
 
     Frozen weights come from (init.seed, qualified layer name); biases are dropped (or, with
@@ -158,8 +169,9 @@ def gate_(model: nn.Module, make_source: SourceFactory, init: InitSpec,
     return model
 
 
-def init_dense_(model: nn.Module, init: InitSpec, filter_fn: FilterFn = gateable,
-                learn_bias: bool = False) -> nn.Module:
+def init_dense_(
+    model: nn.Module, init: InitSpec, filter_fn: FilterFn = gateable, learn_bias: bool = False
+) -> nn.Module:
     """Dense training baseline: the same weights the tickets start from, but trainable."""
     for name, module in model.named_modules():
         if name and filter_fn(module, name):
@@ -172,8 +184,9 @@ def normalisation_(model: nn.Module, affine_bn: bool) -> nn.Module:
     """BatchNorm non-affine (running statistics only) unless `affine_bn`; LayerNorm frozen."""
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine != affine_bn:
-            replacement = type(module)(module.num_features, eps=module.eps,
-                                       momentum=module.momentum, affine=affine_bn)
+            replacement = type(module)(
+                module.num_features, eps=module.eps, momentum=module.momentum, affine=affine_bn
+            )
             _replace(model, name, replacement)
         elif isinstance(module, nn.LayerNorm):
             for param in module.parameters():
@@ -185,6 +198,12 @@ def masked_layers(model: nn.Module) -> Iterator[tuple[str, MaskedLayer]]:
     for name, module in model.named_modules():
         if isinstance(module, MaskedLayer):
             yield name, module
+
+
+def gate_families(model: nn.Module) -> Iterator[nn.Module]:
+    for _, layer in masked_layers(model):
+        if isinstance(layer.mask_source, GateSource):
+            yield layer.mask_source.gate
 
 
 def frozen_weights(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:

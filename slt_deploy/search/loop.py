@@ -20,11 +20,26 @@ from slt_deploy.data import DataSplit, load_dataset
 from slt_deploy.data.base import normalise, steps_per_epoch, train_batches
 from slt_deploy.errors import SltError
 from slt_deploy.search.config import SearchConfig
-from slt_deploy.search.methods import METHODS, build_optimizer
-from slt_deploy.search.sparsity import SparsityController, balance_scale
-from slt_deploy.search.stats import gate_histogram, penalty_and_density, per_layer_sparsity, totals
-from slt_deploy.ticket import TICKET_FILE, Ticket, build_search_model, model_checksum, save_ticket
-from slt_deploy.ticket import ticket_tensors
+from slt_deploy.search.methods import METHODS, Method, build_optimizer
+from slt_deploy.search.sparsity import CONTROL_EVERY, SparsityController
+from slt_deploy.search.stats import (
+    MaskState,
+    add_penalty_grad_,
+    gate_histogram,
+    mask_state,
+    n_gate_params,
+    penalty_balance,
+    per_layer_sparsity,
+    totals,
+)
+from slt_deploy.ticket import (
+    TICKET_FILE,
+    Ticket,
+    build_search_model,
+    model_checksum,
+    save_ticket,
+    ticket_tensors,
+)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CONFIG_FILE = "config.json"
@@ -64,15 +79,21 @@ def prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, data: DataSplit,
-             batch_size: int, device: torch.device) -> float:
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    data: DataSplit,
+    batch_size: int,
+    device: torch.device,
+) -> float:
     """Accuracy with the binary mask (eval mode): what is reported is what is deployed."""
     was_training = model.training
     model.eval()
     correct = 0
     for start in range(0, len(labels), batch_size):
-        x = normalise(images[start:start + batch_size].to(device), data.spec)
-        correct += int((model(x).argmax(1).cpu() == labels[start:start + batch_size]).sum())
+        x = normalise(images[start : start + batch_size].to(device), data.spec)
+        correct += int((model(x).argmax(1).cpu() == labels[start : start + batch_size]).sum())
     model.train(was_training)
     return correct / max(1, len(labels))
 
@@ -81,6 +102,39 @@ def learning_rate(base: float, step: int, total: int, schedule: str) -> float:
     if schedule == "constant":
         return base
     return 0.5 * base * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    method: Method,
+    controller: SparsityController,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    step: int,
+    total_steps: int,
+    autocast=None,
+) -> tuple[torch.Tensor, torch.Tensor, MaskState | None]:
+    """One optimizer step: CE on a relaxed sample, the expected-L0 penalty added as its
+    analytic gradient, and (every CONTROL_EVERY steps) a sparsity-control update."""
+    with autocast or nullcontext():
+        logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    masks = None
+    if method.penalised:
+        if controller.needs_scale:
+            controller.scale = penalty_balance(model)
+        if controller.lam:
+            add_penalty_grad_(model, controller.lam / n_gate_params(model))
+    optimizer.step()
+    if method.penalised and (step + 1) % CONTROL_EVERY == 0:
+        masks = mask_state(model)
+        controller.update(
+            masks.binary_density, masks.soft_density, step / total_steps, CONTROL_EVERY
+        )
+    return loss.detach(), logits.detach(), masks
 
 
 @dataclass
@@ -97,13 +151,24 @@ class _Progress:
         self.bar = None
         if enabled:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-            from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.bar = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                console=Console(stderr=True), transient=False,
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+                console=Console(stderr=True),
+                transient=False,
             )
             self.task = self.bar.add_task("search", total=total, info="")
 
@@ -121,8 +186,13 @@ class _Progress:
             self.bar.update(self.task, completed=step, description=f"epoch {epoch + 1}", info=info)
 
 
-def search(config: SearchConfig, out: str | Path, resume: bool = False, force: bool = False,
-           progress: bool = True) -> dict:
+def search(
+    config: SearchConfig,
+    out: str | Path,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> dict:
     """Run a search into run directory `out` and return its summary."""
     config.validate()
     out = Path(out)
@@ -139,20 +209,27 @@ def search(config: SearchConfig, out: str | Path, resume: bool = False, force: b
     optimizer = build_optimizer(model, config)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     controller = SparsityController.create(
-        config.target_sparsity if method.penalised else None, config.l0, config.controller_rate)
+        config.target_sparsity if method.penalised else None, config.l0, config.controller_rate
+    )
     total_steps = config.epochs * steps_per_epoch(data, config.batch_size)
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
+    masks = mask_state(model)
+    density = masks.binary_density if masks else 1.0
     state, history = _State(), []
     if resume:
-        state, history = _load_checkpoint(out / CHECKPOINT_FILE, config, model, optimizer,
-                                          controller, device)
+        state, history = _load_checkpoint(
+            out / CHECKPOINT_FILE, config, model, optimizer, controller, device
+        )
     else:
         write_text(out / CONFIG_FILE, json.dumps(config.to_dict(), indent=2, sort_keys=True))
         write_text(out / METRICS_FILE, "")
 
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                if device.type == "cuda" and config.amp else nullcontext())
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda" and config.amp
+        else nullcontext()
+    )
     started = time.perf_counter() - state.wall
     with _Progress(progress, total_steps) as bar:
         while state.step < total_steps and state.epoch < config.epochs:
@@ -164,87 +241,139 @@ def search(config: SearchConfig, out: str | Path, resume: bool = False, force: b
                     group["lr"] = learning_rate(base, state.step, total_steps, config.schedule)
                 x = normalise(images.to(device, non_blocking=True), data.spec)
                 y = labels.to(device, non_blocking=True)
-                with autocast:
-                    logits = model(x)
-                    loss = F.cross_entropy(logits.float(), y)
-                penalty, density = penalty_and_density(model)
-                if controller.needs_scale and penalty is not None:
-                    controller.scale = balance_scale(model, loss, penalty)
-                total_loss = loss if penalty is None else loss + controller.lam * penalty
-                optimizer.zero_grad(set_to_none=True)
-                total_loss.backward()
-                optimizer.step()
-                controller.update(density, float(penalty.detach()) if penalty is not None else 1.0,
-                                  state.step / total_steps)
+                loss, logits, masks = train_step(
+                    model, optimizer, method, controller, x, y, state.step, total_steps, autocast
+                )
+                if masks is not None:
+                    density = masks.binary_density
                 state.step += 1
-                losses += float(loss.detach()) * len(y)
+                losses += float(loss) * len(y)
                 correct += int((logits.argmax(1) == y).sum())
                 seen += len(y)
                 if state.step % 10 == 0 or state.step == total_steps:
-                    bar.update(state.step, state.epoch, f"loss {float(loss.detach()):.3f} "
-                               f"acc {correct / seen:.3f} sparsity {1 - density:.3f} "
-                               f"λ {controller.lam:.3g}")
-            record = _epoch_record(model, data, config, device, state, controller,
-                                   losses / max(1, seen), correct / max(1, seen), started)
+                    bar.update(
+                        state.step,
+                        state.epoch,
+                        f"loss {float(loss):.3f} "
+                        f"acc {correct / seen:.3f} sparsity {1 - density:.3f} "
+                        f"λ {controller.lam:.3g}",
+                    )
+            record = _epoch_record(
+                model,
+                data,
+                config,
+                device,
+                state,
+                controller,
+                losses / max(1, seen),
+                correct / max(1, seen),
+                started,
+            )
             history.append(record)
             state.epoch += 1
             state.wall = time.perf_counter() - started
-            _save_checkpoint(out / CHECKPOINT_FILE, config, model, optimizer, controller, state,
-                             history)
+            _save_checkpoint(
+                out / CHECKPOINT_FILE, config, model, optimizer, controller, state, history
+            )
             with open(out / METRICS_FILE, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record, sort_keys=True) + "\n")
-            bar.update(state.step, state.epoch - 1,
-                       f"test {record['test_accuracy']:.4f} sparsity {record['sparsity']:.3f}")
+            bar.update(
+                state.step,
+                state.epoch - 1,
+                f"test {record['test_accuracy']:.4f} sparsity {record['sparsity']:.3f}",
+            )
     return _finish(out, config, model, data, device, state, history)
 
 
-def _epoch_record(model: nn.Module, data: DataSplit, config: SearchConfig, device: torch.device,
-                  state: _State, controller: SparsityController, loss: float, acc: float,
-                  started: float) -> dict:
+def _epoch_record(
+    model: nn.Module,
+    data: DataSplit,
+    config: SearchConfig,
+    device: torch.device,
+    state: _State,
+    controller: SparsityController,
+    loss: float,
+    acc: float,
+    started: float,
+) -> dict:
     test_accuracy = evaluate(model, data.test_x, data.test_y, data, config.eval_batch_size, device)
     _, _, sparsity = totals(per_layer_sparsity(model))
-    penalty, _ = penalty_and_density(model)
+    masks = mask_state(model)
     return {
-        "epoch": state.epoch + 1, "step": state.step, "train_loss": loss, "train_accuracy": acc,
-        "test_accuracy": test_accuracy, "sparsity": sparsity, "lambda": controller.lam,
-        "expected_density": None if penalty is None else float(penalty),
+        "epoch": state.epoch + 1,
+        "step": state.step,
+        "train_loss": loss,
+        "train_accuracy": acc,
+        "test_accuracy": test_accuracy,
+        "sparsity": sparsity,
+        "lambda": controller.lam,
+        "expected_density": masks.expected_density if masks else None,
         "gate_histogram": gate_histogram(model),
         "seconds": round(time.perf_counter() - started, 3),
     }
 
 
-def _finish(out: Path, config: SearchConfig, model: nn.Module, data: DataSplit,
-            device: torch.device, state: _State, history: list[dict]) -> dict:
+def _finish(
+    out: Path,
+    config: SearchConfig,
+    model: nn.Module,
+    data: DataSplit,
+    device: torch.device,
+    state: _State,
+    history: list[dict],
+) -> dict:
     model.eval()
     layers = per_layer_sparsity(model)
     total, kept, sparsity = totals(layers)
-    test_accuracy = (history[-1]["test_accuracy"] if history else
-                     evaluate(model, data.test_x, data.test_y, data, config.eval_batch_size, device))
+    test_accuracy = (
+        history[-1]["test_accuracy"]
+        if history
+        else evaluate(model, data.test_x, data.test_y, data, config.eval_batch_size, device)
+    )
     histogram = history[-1]["gate_histogram"] if history else gate_histogram(model)
     summary = {
-        "test_accuracy": test_accuracy, "sparsity": sparsity, "params_total": total,
-        "params_kept": kept, "per_layer": layers, "method": config.method,
+        "test_accuracy": test_accuracy,
+        "sparsity": sparsity,
+        "params_total": total,
+        "params_kept": kept,
+        "per_layer": layers,
+        "method": config.method,
         "gate": config.gate if config.method == "gates" else None,
-        "granularity": config.granularity, "epochs": state.epoch, "steps": state.step,
-        "wall_seconds": round(state.wall, 3), "target_sparsity": config.target_sparsity,
+        "granularity": config.granularity,
+        "epochs": state.epoch,
+        "steps": state.step,
+        "wall_seconds": round(state.wall, 3),
+        "target_sparsity": config.target_sparsity,
         "lambda": history[-1]["lambda"] if history else None,
         "undecided_gates": histogram["undecided"] if histogram else None,
-        "model": config.model, "data": config.data, "seed": config.seed,
-        "device": device.type, "pure_ticket": not (config.learn_bias or config.affine_bn)
-        and config.method != "dense",
+        "model": config.model,
+        "data": config.data,
+        "seed": config.seed,
+        "device": device.type,
+        "pure_ticket": not (config.learn_bias or config.affine_bn) and config.method != "dense",
     }
     model.cpu()
-    ticket = Ticket(config, data.spec, ticket_tensors(model), model_checksum(model),
-                    {k: summary[k] for k in ("test_accuracy", "sparsity", "params_total",
-                                             "params_kept")})
+    ticket = Ticket(
+        config,
+        data.spec,
+        ticket_tensors(model),
+        model_checksum(model),
+        {k: summary[k] for k in ("test_accuracy", "sparsity", "params_total", "params_kept")},
+    )
     save_ticket(out / TICKET_FILE, ticket)
     write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True))
     return summary
 
 
-def _save_checkpoint(path: Path, config: SearchConfig, model: nn.Module,
-                     optimizer: torch.optim.Optimizer, controller: SparsityController,
-                     state: _State, history: list[dict]) -> None:
+def _save_checkpoint(
+    path: Path,
+    config: SearchConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    controller: SparsityController,
+    state: _State,
+    history: list[dict],
+) -> None:
     payload = {
         "version": CHECKPOINT_VERSION,
         "config": json.dumps(config.replay_key(), sort_keys=True),
@@ -253,26 +382,36 @@ def _save_checkpoint(path: Path, config: SearchConfig, model: nn.Module,
         "controller": controller.state_dict(),
         "rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "epoch": state.epoch, "step": state.step, "wall": state.wall,
+        "epoch": state.epoch,
+        "step": state.step,
+        "wall": state.wall,
         "history": json.dumps(history),
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
-def _load_checkpoint(path: Path, config: SearchConfig, model: nn.Module,
-                     optimizer: torch.optim.Optimizer, controller: SparsityController,
-                     device: torch.device) -> tuple[_State, list[dict]]:
+def _load_checkpoint(
+    path: Path,
+    config: SearchConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    controller: SparsityController,
+    device: torch.device,
+) -> tuple[_State, list[dict]]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         if payload.get("version") != CHECKPOINT_VERSION:
             raise SltError(f"{path}: unsupported checkpoint version {payload.get('version')}")
         saved_config = json.loads(payload["config"])
         if saved_config != config.replay_key():
-            changed = sorted(k for k in saved_config
-                             if saved_config.get(k) != config.replay_key().get(k))
-            raise SltError(f"--resume: settings differ from the run being resumed "
-                           f"({', '.join(changed)}); resume with the same settings")
+            changed = sorted(
+                k for k in saved_config if saved_config.get(k) != config.replay_key().get(k)
+            )
+            raise SltError(
+                f"--resume: settings differ from the run being resumed "
+                f"({', '.join(changed)}); resume with the same settings"
+            )
         model.load_state_dict(payload["model"], strict=False)
         optimizer.load_state_dict(payload["optimizer"])
         controller.load_state_dict(payload["controller"])

@@ -18,11 +18,14 @@ controller on the Lagrange multiplier, measured to be necessary:
   `scale` = ‖∇CE‖ / ‖∇penalty‖ over the gate parameters at the first step: the λ at which
   the two forces balance, so no per-model tuning. Pure integral control (tried first) lagged
   ~800 steps behind and then overshot.
+- Updates come every `CONTROL_EVERY` steps (mask statistics are a pass over every gate).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+CONTROL_EVERY = 10
 
 
 @dataclass
@@ -38,8 +41,9 @@ class SparsityController:
     start_density: float | None = None
 
     @classmethod
-    def create(cls, target_sparsity: float | None, l0: float | None, k_i: float,
-               ramp: float = 0.5) -> SparsityController:
+    def create(
+        cls, target_sparsity: float | None, l0: float | None, k_i: float, ramp: float = 0.5
+    ) -> SparsityController:
         if target_sparsity is None:
             return cls(None, 0.0 if l0 is None else float(l0), k_i, ramp=ramp)
         return cls(1.0 - target_sparsity, 0.0, k_i, ramp=ramp)
@@ -55,37 +59,32 @@ class SparsityController:
         remaining = max(0.0, 1.0 - progress / self.ramp) if self.ramp > 0 else 0.0
         return self.final_density + max(0.0, start - self.final_density) * remaining**3
 
-    def update(self, binary_density: float, expected_density: float, progress: float) -> None:
+    def update(
+        self, binary_density: float, soft_density: float, progress: float, steps: int = 1
+    ) -> None:
+        """One control update covering `steps` optimizer steps (the integral scales with it)."""
         if self.final_density is None:
             return
         if self.start_density is None:
-            self.start_density = expected_density
+            self.start_density = soft_density
         self.target_density = self.target_at(progress)
-        # Hand over from the expected to the binary density across the ramp's second half.
+        # Hand over from the soft to the binary density across the ramp's second half.
         weight = min(1.0, max(0.0, 2.0 * progress / self.ramp - 1.0)) if self.ramp > 0 else 1.0
-        density = (1.0 - weight) * expected_density + weight * binary_density
+        density = (1.0 - weight) * soft_density + weight * binary_density
         error = max(-1.0, min(1.0, (density - self.target_density) / self.target_density))
-        self.integral += self.k_i * error
+        self.integral += self.k_i * steps * error
         self.lam = (self.scale or 1.0) * (self.k_p * error + self.integral)
 
     def state_dict(self) -> dict:
-        return {"lam": self.lam, "scale": self.scale, "integral": self.integral,
-                "start_density": self.start_density}
+        return {
+            "lam": self.lam,
+            "scale": self.scale,
+            "integral": self.integral,
+            "start_density": self.start_density,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.lam = float(state["lam"])
         self.scale = state["scale"]
         self.integral = float(state["integral"])
         self.start_density = state["start_density"]
-
-
-def balance_scale(model, loss, penalty) -> float:
-    """‖∇CE‖ / ‖∇penalty‖ over the mask parameters: the λ at which the two forces balance."""
-    import torch
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    ce = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-    pen = torch.autograd.grad(penalty, params, retain_graph=True, allow_unused=True)
-    norm = lambda grads: float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads  # noqa: E731
-                                              if g is not None)))
-    return norm(ce) / max(norm(pen), 1e-12)

@@ -1,0 +1,91 @@
+"""Cost of a training step: gates (and edge-popup) vs ordinary dense training, same model/batch.
+
+    python bench/step_cost.py --model lenet-300-100 --batch-size 128
+
+One process, the methods interleaved round by round so machine noise hits all alike; each
+step is the search loop's own `train_step` (forward, backward, penalty gradient, optimizer,
+sparsity control), on in-memory MNIST-shaped batches. Prints median ms per step and the
+ratios to dense.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from slt_deploy.data import DataSpec
+from slt_deploy.search.config import SearchConfig
+from slt_deploy.search.loop import train_step
+from slt_deploy.search.methods import METHODS, build_optimizer
+from slt_deploy.search.sparsity import SparsityController
+from slt_deploy.ticket import build_search_model
+
+
+def make_step(method: str, model_name: str, kwargs: dict, spec: DataSpec, total: int):
+    """The search loop's own train_step, for `method` on `model_name`."""
+    target = None if method == "dense" else 0.9
+    config = SearchConfig(
+        model=model_name, model_kwargs=kwargs, method=method, target_sparsity=target
+    )
+    model = build_search_model(config, spec).train()
+    optimizer = build_optimizer(model, config)
+    method_obj = METHODS.get(method)
+    controller = SparsityController.create(target if method_obj.penalised else None, None, 0.01)
+    counter = iter(range(10**9))
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        train_step(model, optimizer, method_obj, controller, x, y, next(counter), total)
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="lenet-300-100")
+    parser.add_argument("--width", type=float)
+    parser.add_argument("--depth", type=int)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--input", default="1,28,28", help="C,H,W of the input")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=10, help="steps per method per round")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    shape = tuple(int(v) for v in args.input.split(","))
+    spec = DataSpec("bench", shape, 10, (0.0,) * shape[0], (1.0,) * shape[0])
+    kwargs = {k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None}
+    if args.model == "fc" and "width" in kwargs:
+        kwargs["width"] = int(kwargs["width"])
+    methods = ["dense", "gates", "edge-popup"]
+    total = 10 * (args.rounds * args.steps + 5)
+    steps = {m: make_step(m, args.model, kwargs, spec, total) for m in methods}
+    x = torch.randn(args.batch_size, *shape)
+    y = torch.randint(0, 10, (args.batch_size,))
+    for m in methods:  # warm-up
+        for _ in range(5):
+            steps[m](x, y)
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(args.rounds):
+        for m in methods:
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                steps[m](x, y)
+            times[m].append((time.perf_counter() - start) / args.steps)
+    dense = statistics.median(times["dense"])
+    print(
+        f"{args.model} {kwargs or ''} batch {args.batch_size}, {args.threads} threads, "
+        f"median of {args.rounds} rounds x {args.steps} steps"
+    )
+    print("| method | ms / step | ratio to dense |")
+    print("|---|---:|---:|")
+    for m in methods:
+        median = statistics.median(times[m])
+        print(f"| {m} | {1000 * median:.3f} | {median / dense:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

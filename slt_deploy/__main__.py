@@ -1,0 +1,3 @@
+from slt_deploy.cli import main
+
+main()

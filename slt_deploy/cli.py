@@ -1,0 +1,288 @@
+"""`slt-deploy`: a thin click layer. Each command validates, calls one library function and
+prints. User errors (SltError) become one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from slt_deploy.errors import SltError
+
+EXIT_USER_ERROR = 2
+
+
+class SltGroup(click.Group):
+    """Turns SltError into one line and exit 2; Ctrl-C into one line and exit 130."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SltError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_USER_ERROR)
+        except KeyboardInterrupt:
+            click.echo(
+                "interrupted; a search continues from its last checkpoint with --resume", err=True
+            )
+            ctx.exit(130)
+
+
+@click.group(cls=SltGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="slt-deploy")
+def cli() -> None:
+    """Find strong lottery tickets, export them, and benchmark them.
+
+    \b
+    slt-deploy search   train only a binary mask over frozen random weights
+    slt-deploy info     show what a ticket or run directory holds
+    """
+
+
+def _parse_kwarg(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise SltError(f"--model-arg takes KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip().replace("-", "_"), value
+
+
+SEARCH_FIELDS = {  # click parameter name -> SearchConfig field, where they differ
+    "gate_family": "gate",
+}
+
+
+@cli.command()
+@click.option(
+    "--recipe",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML recipe of search settings; options given here override it.",
+)
+@click.option(
+    "--model",
+    default="lenet-300-100",
+    show_default=True,
+    help="Model name: lenet-300-100, fc, conv2, conv4, conv6, conv8.",
+)
+@click.option("--width", type=float, help="Width of `fc` (neurons) or width multiplier of convN.")
+@click.option("--depth", type=int, help="Hidden layers of `fc`.")
+@click.option(
+    "--model-arg",
+    "model_args",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any other keyword argument of the model builder (repeatable).",
+)
+@click.option(
+    "--data",
+    default="digits",
+    show_default=True,
+    help="mnist, fashion-mnist, cifar10, imagefolder:PATH, or digits (embedded).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="Folder holding the data set's files (IDX, CIFAR batches, ImageFolder, .tar).",
+)
+@click.option(
+    "--download/--no-download",
+    default=False,
+    show_default=True,
+    help="Fetch the data set with torchvision when missing (needs internet).",
+)
+@click.option("--subset", type=int, help="Use only the first N training and test samples.")
+@click.option("--max-steps", type=int, help="Stop after N optimizer steps (quick runs).")
+@click.option(
+    "--method",
+    type=click.Choice(["gates", "edge-popup", "dense"]),
+    default="gates",
+    show_default=True,
+    help="Relaxed Bernoulli gates, the edge-popup baseline, or "
+    "ordinary dense training (the accuracy ceiling).",
+)
+@click.option(
+    "--gate",
+    "gate_family",
+    type=click.Choice(["stg", "hard-concrete"]),
+    default="stg",
+    show_default=True,
+    help="Gate family (DESIGN.md, 'Method').",
+)
+@click.option("--sigma", type=float, default=0.5, show_default=True, help="Noise σ of stg gates.")
+@click.option(
+    "--noise",
+    type=click.Choice(["table", "fresh"]),
+    default="table",
+    show_default=True,
+    help="stg noise: windows of a shared N(0,1) table (fast) or fresh draws every step.",
+)
+@click.option(
+    "--compile/--no-compile",
+    default=True,
+    show_default=True,
+    help="Fuse the stg gate maths into compiled kernels (torch.compile; a one-time "
+    "compile of ~15 s, cached); --no-compile runs the same maths eagerly.",
+)
+@click.option(
+    "--gate-init",
+    type=float,
+    help="Initial μ (stg, default 0.5) or log α (hard-concrete, default 2.0).",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="τ: a weight is kept when its deterministic gate ẑ > τ.",
+)
+@click.option(
+    "--granularity",
+    type=click.Choice(["unstructured"]),
+    default="unstructured",
+    show_default=True,
+    help="One gate per weight.",
+)
+@click.option(
+    "--init",
+    type=click.Choice(["uniform", "signed-constant", "kaiming-normal"]),
+    help="Frozen weight scheme [default: the method's best: uniform for gates, "
+    "signed-constant for edge-popup, kaiming-normal for dense].",
+)
+@click.option("--init-gain", type=float, help="Gain of the weight scale gain/√fan_in [√2].")
+@click.option(
+    "--scale-fan/--no-scale-fan",
+    default=None,
+    help="Scale weights by 1/√(1 − target sparsity) so masked layers keep unit-scale "
+    "activations (edge-popup's scale_fan) [default: the method's best].",
+)
+@click.option(
+    "--target-sparsity",
+    type=float,
+    help="Fraction of gated weights to remove, in (0, 1); λ is steered to reach it.",
+)
+@click.option("--l0", type=float, help="Fix λ of the expected-L0 penalty instead of a target.")
+@click.option("--epochs", type=int, default=15, show_default=True)
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option(
+    "--optimizer",
+    type=click.Choice(["adam", "sgd"]),
+    help="[default: adam for gates, sgd for edge-popup and dense]",
+)
+@click.option("--lr", type=float, help="Learning rate [default: the method's best].")
+@click.option("--momentum", type=float, help="SGD momentum [0.9].")
+@click.option(
+    "--weight-decay", type=float, help="Weight decay of scores/weights [1e-4]; gates always use 0."
+)
+@click.option(
+    "--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the frozen weights, the gate noise and the data order.",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option(
+    "--amp/--no-amp",
+    default=True,
+    show_default=True,
+    help="bf16 autocast on CUDA (ignored on CPU).",
+)
+@click.option(
+    "--learn-bias",
+    is_flag=True,
+    help="Learn biases too (then the result is no longer a pure strong ticket).",
+)
+@click.option(
+    "--affine-bn",
+    is_flag=True,
+    help="Learn BatchNorm scale and shift (then no longer a pure strong ticket).",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Run directory to write."
+)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option("--force", is_flag=True, help="Replace an existing run directory.")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary table.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.pass_context
+def search(
+    ctx: click.Context,
+    recipe: Path | None,
+    width: float | None,
+    depth: int | None,
+    model_args: tuple[str, ...],
+    out: Path,
+    resume: bool,
+    force: bool,
+    quiet: bool,
+    as_json: bool,
+    **options,
+) -> None:
+    """Search a strong lottery ticket: train only a mask over frozen random weights.
+
+    \b
+    slt-deploy search --model lenet-300-100 --data mnist --data-dir DIR \\
+        --target-sparsity 0.9 --epochs 15 --out runs/lenet-gates
+    """
+    from slt_deploy.search.config import SearchConfig, load_recipe
+    from slt_deploy.search.loop import search as run_search
+    from slt_deploy.summary import print_summary
+
+    settings: dict = load_recipe(recipe) if recipe else {}
+    explicit = {
+        name
+        for name in options
+        if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+    }
+    for name, value in options.items():
+        field = SEARCH_FIELDS.get(name, name)
+        if name in explicit or field not in settings:
+            settings[field] = str(value) if isinstance(value, Path) else value
+    kwargs = dict(settings.get("model_kwargs", {}))
+    for key, value in map(_parse_kwarg, model_args):
+        kwargs[key] = value
+    if width is not None:
+        kwargs["width"] = int(width) if settings["model"] == "fc" else width
+    if depth is not None:
+        kwargs["depth"] = depth
+    settings["model_kwargs"] = kwargs
+    config = SearchConfig.from_dict(settings).validate()
+    summary = run_search(config, out, resume=resume, force=force, progress=not quiet)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    elif not quiet:
+        print_summary(summary, out)
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON.")
+def info(path: Path, as_json: bool) -> None:
+    """Show what a ticket (or a run directory's ticket) holds."""
+    from slt_deploy.summary import print_ticket_info
+    from slt_deploy.ticket import read_metadata, resolve_ticket_path
+
+    ticket_path = resolve_ticket_path(path)
+    meta = read_metadata(ticket_path)
+    if as_json:
+        click.echo(json.dumps(meta, indent=2, sort_keys=True))
+    else:
+        print_ticket_info(ticket_path, meta)
+
+
+def main() -> None:
+    cli(prog_name="slt-deploy")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+import math
+
+import pytest
+import torch
+from scipy.stats import norm
+
+from slt_deploy.search.gates import GATES, GateConfig, HardConcreteGate, StochasticGate
+
+
+def test_stg_formulas_match_design():
+    gate = StochasticGate((5,), GateConfig(sigma=0.5))
+    with torch.no_grad():
+        gate.gate_mean.copy_(torch.tensor([-1.0, 0.0, 0.3, 0.7, 1.5]))
+    expected = norm.cdf(gate.gate_mean.detach().numpy() / 0.5)  # Φ(μ/σ)
+    assert torch.allclose(gate.open_probability(), torch.tensor(expected, dtype=torch.float32))
+    assert gate.deterministic_gate().tolist() == pytest.approx([0.0, 0.0, 0.3, 0.7, 1.0])
+    assert gate.binary_mask().tolist() == [False, False, False, True, True]
+
+
+def test_stg_sample_is_clipped_and_differentiable_without_straight_through():
+    gate = StochasticGate((20000,), GateConfig(sigma=0.5))
+    torch.manual_seed(0)
+    z = gate.sample()
+    assert float(z.min()) >= 0.0 and float(z.max()) <= 1.0
+    z.sum().backward()
+    inside = ((z > 0) & (z < 1)).float()
+    # dz/dμ is exactly 1 inside (0, 1) and 0 where clipped: a true gradient, no STE.
+    assert torch.equal(gate.gate_mean.grad, inside)
+    # The empirical P(z > 0) matches Φ(μ/σ) = Φ(1).
+    assert abs(float((z > 0).float().mean()) - norm.cdf(1.0)) < 0.01
+
+
+def test_hard_concrete_open_probability_matches_monte_carlo():
+    config = GateConfig(family="hard-concrete")
+    gate = HardConcreteGate((200000,), config)
+    with torch.no_grad():
+        gate.log_alpha.fill_(-0.5)
+    torch.manual_seed(1)
+    z = gate.sample()
+    empirical = float((z > 0).float().mean())
+    analytic = float(gate.open_probability()[0])
+    assert abs(empirical - analytic) < 0.005
+    assert float(z.min()) == 0.0 and float(z.max()) == 1.0  # stretched and clipped: exact 0 and 1
+    expected = min(1.0, max(0.0, 1 / (1 + math.exp(0.5)) * 1.2 - 0.1))
+    assert float(gate.deterministic_gate()[0]) == pytest.approx(expected, abs=1e-6)
+
+
+def test_hard_concrete_gradient_flows():
+    gate = HardConcreteGate((1000,), GateConfig(family="hard-concrete"))
+    gate.sample().sum().backward()
+    assert float(gate.log_alpha.grad.abs().sum()) > 0
+
+
+def test_registry_knows_both_families():
+    assert GATES.names() == ["hard-concrete", "stg"]

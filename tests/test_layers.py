@@ -1,0 +1,65 @@
+import torch
+from torch import nn
+
+from slt_deploy.init import InitSpec, frozen_weight
+from slt_deploy.search.gates import GateConfig, StochasticGate
+from slt_deploy.search.layers import (
+    EdgePopupScores,
+    GateSource,
+    MaskedConv2d,
+    MaskedLinear,
+    gate_,
+    normalisation_,
+)
+
+
+def _net() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, bias=True),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 6 * 6, 10),
+    )
+
+
+def test_surgery_freezes_weights_and_learns_only_gates():
+    init = InitSpec("uniform", 3)
+    model = gate_(
+        normalisation_(_net(), affine_bn=False),
+        lambda shape: GateSource(StochasticGate(shape, GateConfig())),
+        init,
+    )
+    assert isinstance(model[0], MaskedConv2d) and isinstance(model[4], MaskedLinear)
+    assert model[0].bias is None and model[4].bias is None
+    assert not model[1].affine
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert names == ["0.mask_source.gate.gate_mean", "4.mask_source.gate.gate_mean"]
+    assert torch.equal(model[0].frozen_weight, frozen_weight(init, "0", (8, 3, 3, 3)))
+    assert "0.frozen_weight" in model.state_dict()  # a buffer, not a parameter
+
+
+def test_eval_uses_exactly_the_binary_mask():
+    model = gate_(
+        _net(),
+        lambda shape: GateSource(StochasticGate(shape, GateConfig())),
+        InitSpec("uniform", 0),
+    )
+    layer = model[4]
+    with torch.no_grad():
+        layer.mask_source.gate.gate_mean.uniform_(-1, 2)
+    layer.eval()
+    x = torch.randn(4, 8 * 6 * 6)
+    mask = (layer.mask_source.gate.gate_mean > 0.5).float()
+    assert torch.allclose(layer(x), x @ (layer.frozen_weight * mask).T)
+
+
+def test_edge_popup_keeps_exactly_k_per_layer_and_passes_gradient_straight_through():
+    scores = EdgePopupScores((100, 50), density=0.1)
+    mask = scores.training_mask()
+    assert int(mask.sum()) == 500
+    upstream = torch.arange(5000.0).view(100, 50)
+    (mask * upstream).sum().backward()
+    # straight through the top-k, then through |·|: the gradient carries sign(score)
+    assert torch.equal(scores.scores.grad, upstream * scores.scores.detach().sign())
+    assert int(scores.binary_mask().sum()) == 500

@@ -1,0 +1,282 @@
+"""End-to-end searches on real data (digits is embedded; MNIST from the shared folder)."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from conftest import PYTHON, cli_env
+
+from slt_deploy.data import load_dataset
+from slt_deploy.search.config import SearchConfig
+from slt_deploy.search.loop import evaluate, search
+from slt_deploy.ticket import build_model, load_ticket
+
+SUMMARY_KEYS = {
+    "test_accuracy",
+    "sparsity",
+    "params_total",
+    "params_kept",
+    "per_layer",
+    "method",
+    "gate",
+    "granularity",
+    "epochs",
+    "wall_seconds",
+}
+
+
+@pytest.fixture(scope="module")
+def gates_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "gates"
+    config = SearchConfig(data="digits", epochs=30, target_sparsity=0.8, seed=1)
+    return config, out, search(config, out, progress=False)
+
+
+def test_run_directory_holds_ticket_summary_metrics_checkpoint(gates_run):
+    _, out, summary = gates_run
+    for name in (
+        "ticket.safetensors",
+        "summary.json",
+        "metrics.jsonl",
+        "checkpoint.pt",
+        "config.json",
+    ):
+        assert (out / name).is_file(), name
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert set(on_disk) >= SUMMARY_KEYS
+    assert 0.0 <= on_disk["test_accuracy"] <= 1.0 and 0.0 <= on_disk["sparsity"] <= 1.0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(1, 31))
+    hist = records[-1]["gate_histogram"]
+    assert sum(hist["bins"]) == summary["params_total"]
+    assert hist["closed"] + hist["open"] + hist["undecided"] == pytest.approx(1.0)
+
+
+def test_target_sparsity_is_met_within_one_point(gates_run):
+    _, _, summary = gates_run
+    assert abs(summary["sparsity"] - 0.8) <= 0.01
+    assert summary["test_accuracy"] > 0.8  # digits, 30 short epochs, 80% of weights removed
+
+
+def test_reported_accuracy_is_that_of_the_binary_mask_rebuilt_from_the_ticket(gates_run):
+    _, out, summary = gates_run
+    ticket = load_ticket(out)
+    model = build_model(ticket)
+    data = load_dataset("digits")
+    assert (
+        evaluate(model, data.test_x, data.test_y, data, 1000, torch.device("cpu"))
+        == summary["test_accuracy"]
+    )
+    kept = sum(
+        int(layer.mask_source.binary_mask().sum())
+        for layer in model.modules()
+        if hasattr(layer, "mask_source")
+    )
+    assert kept == summary["params_kept"]
+
+
+def test_same_seed_same_ticket_bytes(gates_run, tmp_path):
+    config, out, _ = gates_run
+    search(config, tmp_path / "again", progress=False)
+    assert (tmp_path / "again" / "ticket.safetensors").read_bytes() == (
+        out / "ticket.safetensors"
+    ).read_bytes()
+
+
+@pytest.mark.parametrize("method,target", [("edge-popup", 0.7), ("dense", None)])
+def test_baselines(tmp_path, method, target):
+    summary = search(
+        SearchConfig(data="digits", method=method, target_sparsity=target, epochs=8),
+        tmp_path / method,
+        progress=False,
+    )
+    assert summary["test_accuracy"] > 0.8
+    if method == "edge-popup":  # exact per-layer top-k
+        for layer in summary["per_layer"].values():
+            assert layer["kept"] == round(0.3 * layer["total"])
+    else:
+        assert summary["sparsity"] == 0.0 and not summary["pure_ticket"]
+
+
+def test_hard_concrete_and_fixed_l0(tmp_path):
+    summary = search(
+        SearchConfig(data="digits", gate="hard-concrete", l0=0.0, epochs=5),
+        tmp_path / "hc",
+        progress=False,
+    )
+    assert summary["gate"] == "hard-concrete" and summary["test_accuracy"] > 0.5
+
+
+def test_mnist_real_subset(mnist_dir, tmp_path):
+    summary = search(
+        SearchConfig(
+            data="mnist", data_dir=str(mnist_dir), subset=6000, epochs=2, target_sparsity=0.5
+        ),
+        tmp_path / "m",
+        progress=False,
+    )
+    assert summary["test_accuracy"] > 0.85
+
+
+def test_conv_model_searches(tmp_path):
+    summary = search(
+        SearchConfig(
+            model="conv2",
+            model_kwargs={"width": 0.25},
+            data="digits",
+            epochs=1,
+            max_steps=4,
+            target_sparsity=0.5,
+        ),
+        tmp_path / "c",
+        progress=False,
+    )
+    assert summary["steps"] == 4 and set(summary["per_layer"]) == {
+        "conv1",
+        "conv2",
+        "fc1",
+        "fc2",
+        "fc3",
+    }
+
+
+def _cli(*args, **kwargs):
+    return subprocess.run(
+        [PYTHON, "-m", "slt_deploy", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=300,
+        **kwargs,
+    )
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_ticket(tmp_path):
+    args = [
+        "search",
+        "--data",
+        "digits",
+        "--epochs",
+        "12",
+        "--target-sparsity",
+        "0.7",
+        "--seed",
+        "5",
+        "--quiet",
+    ]
+    reference = _cli(*args, "--out", str(tmp_path / "ref"))
+    assert reference.returncode == 0, reference.stderr
+    for kill_after_epochs in (1, 5):
+        out = tmp_path / f"killed{kill_after_epochs}"
+        proc = subprocess.Popen(
+            [PYTHON, "-m", "slt_deploy", *args, "--out", str(out)],
+            env=cli_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 120
+        metrics = out / "metrics.jsonl"
+        while time.time() < deadline and proc.poll() is None:
+            if metrics.is_file() and len(metrics.read_text().splitlines()) >= kill_after_epochs:
+                break
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert not (out / "ticket.safetensors").exists(), "killed too late to test resume"
+        resumed = _cli(*args, "--out", str(out), "--resume")
+        assert resumed.returncode == 0, resumed.stderr
+        assert (out / "ticket.safetensors").read_bytes() == (
+            tmp_path / "ref" / "ticket.safetensors"
+        ).read_bytes()
+        epochs = [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()]
+        assert epochs == list(range(1, 13))
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--model", "resnet9000"], "unknown model"),
+        (["--data", "nope"], "unknown data set"),
+        (["--data", "mnist", "--data-dir", "/nonexistent/mnist"], "missing"),
+        (["--target-sparsity", "1.5"], "must lie in (0, 1)"),
+        (["--method", "edge-popup"], "needs --target-sparsity"),
+        (["--model", "fc", "--model-arg", "colour=3"], "does not take colour"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path, args, message):
+    result = _cli("search", *args, "--out", str(tmp_path / "o"), "--max-steps", "1")
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_existing_output_needs_resume_or_force(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    result = _cli("search", "--out", str(out), "--max-steps", "1")
+    assert result.returncode == 2 and "--resume" in result.stderr
+    assert (out / "keep.txt").read_text() == "precious"
+    ok = _cli("search", "--out", str(out), "--max-steps", "2", "--force", "--quiet")
+    assert ok.returncode == 0 and (out / "ticket.safetensors").is_file()
+
+
+def test_info_reads_tickets_and_rejects_foreign_files(gates_run, tmp_path):
+    _, out, _ = gates_run
+    shown = _cli("info", str(out))
+    assert shown.returncode == 0 and "stg" in shown.stdout and "uniform" in shown.stdout
+    foreign = tmp_path / "foreign.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(2)}, str(foreign))
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(os.urandom(256))
+    for path, message in (
+        (foreign, "not an slt-deploy ticket"),
+        (junk, "not a safetensors"),
+        (tmp_path / "none", "no ticket"),
+    ):
+        result = _cli("info", str(path))
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_tampered_weights_are_refused(gates_run, tmp_path):
+    _, out, _ = gates_run
+    ticket = load_ticket(out)
+    ticket.weight_checksum = "0" * 64
+    from slt_deploy.errors import SltError
+
+    with pytest.raises(SltError, match="checksum"):
+        build_model(ticket)
+
+
+def test_recipe_and_cli_override(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        'model = "fc"\ndata = "digits"\nepochs = 1\nmax_steps = 3\n'
+        "target_sparsity = 0.5\n[model_kwargs]\nwidth = 32\ndepth = 1\n"
+    )
+    result = _cli(
+        "search",
+        "--recipe",
+        str(recipe),
+        "--epochs",
+        "2",
+        "--out",
+        str(tmp_path / "o"),
+        "--json",
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stderr
+    config = json.loads((tmp_path / "o" / "config.json").read_text())
+    assert config["model"] == "fc" and config["epochs"] == 2
+    assert config["model_kwargs"] == {"width": 32, "depth": 1}
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochs = [\n")
+    result = _cli("search", "--recipe", str(bad), "--out", str(tmp_path / "p"))
+    assert result.returncode == 2 and "not valid TOML" in result.stderr
