@@ -27,8 +27,11 @@ QUALITY = [  # (label, overrides): the issue's table, every method at the tool's
     ("gates 0.80", {"method": "gates", "target_sparsity": 0.8}),
     ("gates 0.90", {"method": "gates", "target_sparsity": 0.9}),
     ("gates 0.95", {"method": "gates", "target_sparsity": 0.95}),
+    ("gates 0.98", {"method": "gates", "target_sparsity": 0.98}),
     ("edge-popup 0.50", {"method": "edge-popup", "target_sparsity": 0.5}),
     ("edge-popup 0.90", {"method": "edge-popup", "target_sparsity": 0.9}),
+    ("edge-popup 0.95", {"method": "edge-popup", "target_sparsity": 0.95}),
+    ("edge-popup 0.98", {"method": "edge-popup", "target_sparsity": 0.98}),
     ("dense", {"method": "dense"}),
 ]
 
@@ -77,6 +80,58 @@ DEFAULTS_GRID = [  # candidates for each default, at the 0.9 target (0.5 too for
 ]
 
 
+TEMPERATURE_GRID = [  # the learned loss temperature, for every mask method
+    ("gates stg adam0.01 uniform T", {"target_sparsity": 0.9, "loss_temperature": "learned"}),
+    (
+        "gates stg adam0.01 signed-constant T",
+        {"target_sparsity": 0.9, "init": "signed-constant", "loss_temperature": "learned"},
+    ),
+    (
+        "gates stg adam0.03 uniform T",
+        {"target_sparsity": 0.9, "lr": 0.03, "loss_temperature": "learned"},
+    ),
+    (
+        "gates stg adam0.01 uniform T fresh-noise",
+        {"target_sparsity": 0.9, "noise": "fresh", "loss_temperature": "learned"},
+    ),
+    (
+        "gates hard-concrete adam0.03 T",
+        {
+            "target_sparsity": 0.9,
+            "gate": "hard-concrete",
+            "lr": 0.03,
+            "loss_temperature": "learned",
+        },
+    ),
+    (
+        "edge-popup 0.9 sgd0.1 signed-constant scale-fan T",
+        {"method": "edge-popup", "target_sparsity": 0.9, "loss_temperature": "learned"},
+    ),
+    (
+        "edge-popup 0.9 adam0.01 signed-constant scale-fan T",
+        {
+            "method": "edge-popup",
+            "target_sparsity": 0.9,
+            "optimizer": "adam",
+            "lr": 0.01,
+            "weight_decay": 0.0,
+            "loss_temperature": "learned",
+        },
+    ),
+    (
+        "edge-popup 0.5 adam0.01 signed-constant scale-fan",
+        {
+            "method": "edge-popup",
+            "target_sparsity": 0.5,
+            "optimizer": "adam",
+            "lr": 0.01,
+            "weight_decay": 0.0,
+        },
+    ),
+]
+GRIDS = {"quality": QUALITY, "defaults": DEFAULTS_GRID, "temperature": TEMPERATURE_GRID}
+
+
 def run_cell(args: tuple[str, dict, dict]) -> dict:
     import torch
 
@@ -101,7 +156,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--grid", choices=["quality", "defaults"], default="quality")
+    parser.add_argument("--grid", choices=sorted(GRIDS), default="quality")
     parser.add_argument("--only", help="comma-separated labels to run")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -116,7 +171,7 @@ def main() -> None:
         base["data_dir"] = str(
             DATA_ROOT / (args.data if args.data != "cifar10" else "cifar10-jpeg.tar")
         )
-    grid = QUALITY if args.grid == "quality" else DEFAULTS_GRID
+    grid = GRIDS[args.grid]
     if args.only:
         wanted = set(args.only.split(","))
         grid = [cell for cell in grid if cell[0] in wanted]

@@ -3,7 +3,7 @@
     python bench/step_cost.py --model lenet-300-100 --batch-size 128
 
 One process, the methods interleaved round by round so machine noise hits all alike; each
-step is the search loop's own `train_step` (forward, backward, penalty gradient, optimizer,
+step is the search loop's own `Trainer.step` (forward, backward, penalty gradient, optimizer,
 sparsity control), on in-memory MNIST-shaped batches. Prints median ms per step and the
 ratios to dense.
 """
@@ -18,26 +18,29 @@ import torch
 
 from slt_deploy.data import DataSpec
 from slt_deploy.search.config import SearchConfig
-from slt_deploy.search.loop import train_step
-from slt_deploy.search.methods import METHODS, build_optimizer
-from slt_deploy.search.sparsity import SparsityController
-from slt_deploy.ticket import build_search_model
+from slt_deploy.search.trainer import build_trainer
+
+VARIANTS = {  # label -> SearchConfig overrides
+    "dense": {"method": "dense"},
+    "gates": {"method": "gates"},
+    "gates --noise fresh": {"method": "gates", "noise": "fresh"},
+    "gates --no-compile": {"method": "gates", "compile": False},
+    "edge-popup": {"method": "edge-popup"},
+}
 
 
-def make_step(method: str, model_name: str, kwargs: dict, spec: DataSpec, total: int):
-    """The search loop's own train_step, for `method` on `model_name`."""
-    target = None if method == "dense" else 0.9
+def make_step(variant: str, model_name: str, kwargs: dict, spec: DataSpec, total: int):
+    """The search loop's own Trainer.step, for one variant on `model_name`."""
+    overrides = VARIANTS[variant]
+    target = None if overrides["method"] == "dense" else 0.9
     config = SearchConfig(
-        model=model_name, model_kwargs=kwargs, method=method, target_sparsity=target
+        model=model_name, model_kwargs=kwargs, target_sparsity=target, **overrides
     )
-    model = build_search_model(config, spec).train()
-    optimizer = build_optimizer(model, config)
-    method_obj = METHODS.get(method)
-    controller = SparsityController.create(target if method_obj.penalised else None, None, 0.01)
+    trainer = build_trainer(config, spec, total, torch.device("cpu"))
     counter = iter(range(10**9))
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        train_step(model, optimizer, method_obj, controller, x, y, next(counter), total)
+        trainer.step(x, y, next(counter))
 
     return step
 
@@ -60,7 +63,7 @@ def main() -> None:
     kwargs = {k: v for k, v in (("width", args.width), ("depth", args.depth)) if v is not None}
     if args.model == "fc" and "width" in kwargs:
         kwargs["width"] = int(kwargs["width"])
-    methods = ["dense", "gates", "edge-popup"]
+    methods = list(VARIANTS)
     total = 10 * (args.rounds * args.steps + 5)
     steps = {m: make_step(m, args.model, kwargs, spec, total) for m in methods}
     x = torch.randn(args.batch_size, *shape)
@@ -80,7 +83,7 @@ def main() -> None:
         f"{args.model} {kwargs or ''} batch {args.batch_size}, {args.threads} threads, "
         f"median of {args.rounds} rounds x {args.steps} steps"
     )
-    print("| method | ms / step | ratio to dense |")
+    print("| variant | ms / step | ratio to dense |")
     print("|---|---:|---:|")
     for m in methods:
         median = statistics.median(times[m])

@@ -129,6 +129,15 @@ SEARCH_FIELDS = {  # click parameter name -> SearchConfig field, where they diff
     "compile of ~15 s, cached); --no-compile runs the same maths eagerly.",
 )
 @click.option(
+    "--loss-temperature",
+    type=click.Choice(["auto", "none", "learned"]),
+    default="auto",
+    show_default=True,
+    help="Scale logits inside the loss by a learned scalar (changes no prediction; "
+    "compensates the shrinking of masked, bias-free networks). auto: learned for gates "
+    "and edge-popup, none for dense.",
+)
+@click.option(
     "--gate-init",
     type=float,
     help="Initial μ (stg, default 0.5) or log α (hard-concrete, default 2.0).",
@@ -150,8 +159,8 @@ SEARCH_FIELDS = {  # click parameter name -> SearchConfig field, where they diff
 @click.option(
     "--init",
     type=click.Choice(["uniform", "signed-constant", "kaiming-normal"]),
-    help="Frozen weight scheme [default: the method's best: uniform for gates, "
-    "signed-constant for edge-popup, kaiming-normal for dense].",
+    help="Frozen weight scheme [default: the method's best: signed-constant for gates and "
+    "edge-popup, kaiming-normal for dense].",
 )
 @click.option("--init-gain", type=float, help="Gain of the weight scale gain/√fan_in [√2].")
 @click.option(

@@ -27,6 +27,7 @@ class SearchConfig:
     sigma: float = 0.5
     noise: str = "table"
     compile: bool = True
+    loss_temperature: str = "auto"  # auto: learned for mask methods, none for dense
     gate_init: float | None = None
     threshold: float = 0.5
     granularity: str = "unstructured"
@@ -88,6 +89,8 @@ class SearchConfig:
             raise SltError(f"--device must be one of {', '.join(DEVICES)}")
         if not 0.0 < self.threshold < 1.0:
             raise SltError("--threshold must lie in (0, 1)")
+        if self.loss_temperature not in ("auto", "none", "learned"):
+            raise SltError("--loss-temperature must be auto, none or learned")
         if self.noise not in ("table", "fresh"):
             raise SltError("--noise must be table or fresh")
         if self.sigma <= 0:

@@ -95,8 +95,9 @@ class DenseMethod(Method):
         )
 
 
+# Each default is the best of bench/search_quality.py's grids (docs/search.md, "Defaults").
 METHODS.register("gates")(
-    GatesMethod("gates", Defaults("uniform", "adam", 0.01, 0.0, 0.0), penalised=True)
+    GatesMethod("gates", Defaults("signed-constant", "adam", 0.01, 0.0, 0.0), penalised=True)
 )
 METHODS.register("edge-popup")(
     EdgePopupMethod(
@@ -123,7 +124,9 @@ def init_spec(config: SearchConfig) -> InitSpec:
     )
 
 
-def build_optimizer(model: nn.Module, config: SearchConfig) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, config: SearchConfig, extra: nn.Module | None = None
+) -> torch.optim.Optimizer:
     """Mask parameters (gates, scores) get their own group with weight decay 0 for gates."""
     method = METHODS.get(config.method)
     d = method.defaults
@@ -132,6 +135,8 @@ def build_optimizer(model: nn.Module, config: SearchConfig) -> torch.optim.Optim
     momentum = d.momentum if config.momentum is None else config.momentum
     weight_decay = d.weight_decay if config.weight_decay is None else config.weight_decay
     params = [p for p in model.parameters() if p.requires_grad]
+    if extra is not None:  # the loss temperature: trained with the mask, never deployed
+        params += list(extra.parameters())
     groups = [{"params": params, "weight_decay": 0.0 if method.penalised else weight_decay}]
     if name == "adam":  # fused: one kernel for the whole update (measured: bench/step_cost.py)
         return torch.optim.Adam(groups, lr=lr, fused=True)

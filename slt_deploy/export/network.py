@@ -1,0 +1,155 @@
+"""The deployable network: frozen weights with the binary mask folded in, as plain layers.
+
+Every format is written from a `Deployable`, whether it came from a search's ticket or was
+rebuilt from an `.slt` file (seed + masks), so every artifact computes the same function.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from slt_deploy.data.base import DataSpec
+from slt_deploy.export.masks import binary_masks
+from slt_deploy.init import InitSpec, frozen_weight
+from slt_deploy.models import ModelSpec, create_model
+from slt_deploy.search.layers import (
+    MaskedConv2d,
+    MaskedLayer,
+    gateable,
+    masked_layers,
+    normalisation_,
+)
+from slt_deploy.ticket import Ticket, build_model
+
+
+@dataclass
+class Deployable:
+    """A plain eval-mode network (Linear/Conv2d holding W ⊙ B) plus what describes it."""
+
+    model: nn.Module
+    masks: dict[str, torch.Tensor]
+    data: DataSpec
+    model_spec: ModelSpec
+    init: InitSpec
+    affine_bn: bool = False
+    source: dict = field(default_factory=dict)  # method, threshold, metrics of the search
+
+    def per_layer(self) -> dict[str, dict]:
+        out = {}
+        for name, mask in self.masks.items():
+            total, kept = mask.numel(), int(mask.sum())
+            out[name] = {"total": total, "kept": kept, "sparsity": 1.0 - kept / total}
+        return out
+
+    def totals(self) -> tuple[int, int]:
+        layers = self.per_layer().values()
+        return sum(v["total"] for v in layers), sum(v["kept"] for v in layers)
+
+    def extra_tensors(self) -> dict[str, torch.Tensor]:
+        """State that is neither a gated weight nor regenerated: BN statistics, biases."""
+        gated = {f"{name}.weight" for name in self.masks}
+        return {
+            k: v.detach().contiguous() for k, v in self.model.state_dict().items() if k not in gated
+        }
+
+
+def _plain_layer(layer: MaskedLayer, weight: torch.Tensor) -> nn.Module:
+    out_features, in_features = weight.shape[0], weight.shape[1]
+    if isinstance(layer, MaskedConv2d):
+        plain: nn.Module = nn.Conv2d(
+            in_features * layer.groups,
+            out_features,
+            weight.shape[2:],
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            groups=layer.groups,
+            bias=layer.bias is not None,
+        )
+    else:
+        plain = nn.Linear(in_features, out_features, bias=layer.bias is not None)
+    plain.weight = nn.Parameter(weight, requires_grad=False)
+    if layer.bias is not None:
+        plain.bias = nn.Parameter(layer.bias.detach().clone(), requires_grad=False)
+    return plain
+
+
+def fold(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
+    """A copy of a masked model with every masked layer replaced by a plain one (W ⊙ B)."""
+    plain = copy.deepcopy(model).eval()
+    for name, layer in list(masked_layers(plain)):
+        weight = layer.frozen_weight * masks[name].to(layer.frozen_weight.dtype)
+        parent_name, _, child = name.rpartition(".")
+        parent = plain.get_submodule(parent_name) if parent_name else plain
+        setattr(parent, child, _plain_layer(layer, weight))
+    for param in plain.parameters():
+        param.requires_grad_(False)
+    return plain
+
+
+def from_ticket(
+    ticket: Ticket, threshold: float | None = None, sparsity: float | None = None
+) -> Deployable:
+    if ticket.config.method == "dense":
+        from slt_deploy.errors import SltError
+
+        raise SltError("a dense-training run is not a ticket: there is no mask to export")
+    model = build_model(ticket)
+    masks = binary_masks(model, threshold, sparsity)
+    c = ticket.config
+    source = {
+        "method": c.method,
+        "gate": c.gate if c.method == "gates" else None,
+        "threshold": c.threshold if threshold is None else threshold,
+        "exact_sparsity": sparsity,
+        "search_metrics": ticket.metrics,
+        "data": c.data,
+        "data_dir": c.data_dir,
+    }
+    return Deployable(
+        fold(model, masks), masks, ticket.data, ticket.model_spec, ticket.init, c.affine_bn, source
+    )
+
+
+def rebuild(
+    model_spec: ModelSpec,
+    data: DataSpec,
+    init: InitSpec,
+    masks: dict[str, torch.Tensor],
+    extra: dict[str, torch.Tensor],
+    affine_bn: bool,
+    source: dict,
+) -> Deployable:
+    """The same Deployable from seed + masks (+ BN statistics, biases): the .slt path."""
+    from slt_deploy.errors import SltError
+
+    model = normalisation_(create_model(model_spec, data), affine_bn)
+    names = [n for n, m in model.named_modules() if n and gateable(m, n)]
+    if sorted(names) != sorted(masks):
+        raise SltError("the masks do not match the model's layers")
+    for name in names:
+        layer = model.get_submodule(name)
+        mask = masks[name]
+        if tuple(mask.shape) != tuple(layer.weight.shape):
+            raise SltError(
+                f"mask {name!r} is {tuple(mask.shape)}, the layer needs {tuple(layer.weight.shape)}"
+            )
+        weight = frozen_weight(init, name, tuple(layer.weight.shape)) * mask.float()
+        layer.weight = nn.Parameter(weight, requires_grad=False)
+        bias = extra.get(f"{name}.bias")
+        layer.bias = None if bias is None else nn.Parameter(bias.clone(), requires_grad=False)
+    expected = {k for k in model.state_dict() if not any(k == f"{n}.weight" for n in names)}
+    if set(extra) != expected:
+        missing = sorted(expected - set(extra))[:3]
+        unexpected = sorted(set(extra) - expected)[:3]
+        raise SltError(
+            f"artifact tensors do not fit the model (missing {missing}, unexpected {unexpected})"
+        )
+    model.load_state_dict(extra, strict=False)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return Deployable(model.eval(), masks, data, model_spec, init, affine_bn, source)
