@@ -22,8 +22,8 @@ from slt_deploy.search.trainer import build_trainer
 
 VARIANTS = {  # label -> SearchConfig overrides
     "dense": {"method": "dense"},
-    "gates": {"method": "gates"},
-    "gates --noise fresh": {"method": "gates", "noise": "fresh"},
+    "gates": {"method": "gates", "compile": True},
+    "gates --noise fresh": {"method": "gates", "noise": "fresh", "compile": True},
     "gates --no-compile": {"method": "gates", "compile": False},
     "edge-popup": {"method": "edge-popup"},
 }

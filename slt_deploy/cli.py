@@ -37,6 +37,8 @@ def cli() -> None:
 
     \b
     slt-deploy search   train only a binary mask over frozen random weights
+    slt-deploy export   write ONNX, CSR or .slt artifacts from a ticket
+    slt-deploy eval     accuracy of an artifact through its own runtime
     slt-deploy info     show what a ticket or run directory holds
     """
 
@@ -123,10 +125,9 @@ SEARCH_FIELDS = {  # click parameter name -> SearchConfig field, where they diff
 )
 @click.option(
     "--compile/--no-compile",
-    default=True,
-    show_default=True,
-    help="Fuse the stg gate maths into compiled kernels (torch.compile; a one-time "
-    "compile of ~15 s, cached); --no-compile runs the same maths eagerly.",
+    default=None,
+    help="Fuse the stg gate maths into compiled kernels (torch.compile; a one-time compile "
+    "of ~15 s, cached). Default: on for runs of 2,000 steps or more. Same maths either way.",
 )
 @click.option(
     "--loss-temperature",
@@ -159,8 +160,8 @@ SEARCH_FIELDS = {  # click parameter name -> SearchConfig field, where they diff
 @click.option(
     "--init",
     type=click.Choice(["uniform", "signed-constant", "kaiming-normal"]),
-    help="Frozen weight scheme [default: the method's best: signed-constant for gates and "
-    "edge-popup, kaiming-normal for dense].",
+    help="Frozen weight scheme [default: the method's best: uniform for gates, "
+    "signed-constant for edge-popup, kaiming-normal for dense].",
 )
 @click.option("--init-gain", type=float, help="Gain of the weight scale gain/√fan_in [√2].")
 @click.option(
@@ -271,6 +272,92 @@ def search(
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
     elif not quiet:
         print_summary(summary, out)
+
+
+@cli.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["onnx", "csr", "slt"]),
+    required=True,
+    help="onnx: dense ONNX with the mask folded in; csr: sparse CSR weights for "
+    "slt-deploy's sparse runtime; slt: seed + bit-packed masks (smallest).",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Artifact to write.")
+@click.option("--threshold", type=float, help="Override τ: keep weights with ẑ > τ.")
+@click.option(
+    "--sparsity",
+    type=float,
+    help="Keep exactly the top (1 − s) gates by ẑ instead of thresholding.",
+)
+@click.option("--data", help="Data set for the parity check [the ticket's].")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Its folder [the ticket's].")
+@click.option("--force", is_flag=True, help="Replace an existing artifact.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def export(
+    source: Path,
+    fmt: str,
+    out: Path,
+    threshold: float | None,
+    sparsity: float | None,
+    data: str | None,
+    data_dir: Path | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Turn a run directory, ticket or .slt file into a deployable artifact.
+
+    Writes OUT and OUT.json (bytes, sparsity, parity against PyTorch, SHA-256). Exports are
+    byte-for-byte reproducible.
+    """
+    from slt_deploy.export import export as run_export
+
+    if out.exists() and not force:
+        raise SltError(f"{out} exists; pass --force to replace it")
+    report = run_export(
+        source, fmt, out, threshold, sparsity, data, str(data_dir) if data_dir else None
+    )
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        parity = report["parity"]
+        click.echo(
+            f"{out}: {report['bytes']:,} bytes ({report['bytes'] / report['dense_fp32_bytes']:.3f} "
+            f"of dense fp32), sparsity {100 * report['sparsity']:.2f}%, parity max|Δ| "
+            f"{parity['max_abs_diff']:.2e} on {parity['samples']} inputs "
+            f"({parity['inputs']})"
+        )
+
+
+@cli.command(name="eval")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--data", required=True, help="mnist, fashion-mnist, cifar10, digits, ...")
+@click.option("--data-dir", type=click.Path(path_type=Path))
+@click.option("--batch-size", type=int, default=1000, show_default=True)
+@click.option("--subset", type=int, help="Only the first N test samples.")
+@click.option("--json", "as_json", is_flag=True, help="Print {accuracy, samples, ...} as JSON.")
+def eval_command(
+    artifact: Path,
+    data: str,
+    data_dir: Path | None,
+    batch_size: int,
+    subset: int | None,
+    as_json: bool,
+) -> None:
+    """Test accuracy of an artifact through its own runtime (ONNX Runtime, CSR, .slt, ticket)."""
+    from slt_deploy.evaluate import evaluate_artifact
+
+    result = evaluate_artifact(
+        artifact, data, str(data_dir) if data_dir else None, batch_size, subset
+    )
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        click.echo(
+            f"{artifact}: accuracy {100 * result['accuracy']:.2f}% on "
+            f"{result['samples']:,} samples ({result['runtime']})"
+        )
 
 
 @cli.command()

@@ -11,6 +11,7 @@ from slt_deploy.errors import SltError
 
 GRANULARITIES = ("unstructured",)
 DEVICES = ("auto", "cpu", "cuda")
+COMPILE_MIN_STEPS = 2000
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class SearchConfig:
     gate: str = "stg"
     sigma: float = 0.5
     noise: str = "table"
-    compile: bool = True
+    compile: bool | None = None  # None: compile the gate kernels when the run is long
     loss_temperature: str = "auto"  # auto: learned for mask methods, none for dense
     gate_init: float | None = None
     threshold: float = 0.5
@@ -64,6 +65,13 @@ class SearchConfig:
 
     def with_overrides(self, **changes) -> SearchConfig:
         return replace(self, **changes)
+
+    def resolved(self, total_steps: int) -> SearchConfig:
+        """Settings whose default depends on the run's length, made explicit (and recorded):
+        compiling the gate kernels costs ~10-15 s once, which pays off only on long runs."""
+        if self.compile is None:
+            return replace(self, compile=total_steps >= COMPILE_MIN_STEPS)
+        return self
 
     def replay_key(self) -> dict:
         """The settings that must match for a checkpoint to be resumed."""

@@ -144,6 +144,7 @@ def search(
     total_steps = config.epochs * steps_per_epoch(data, config.batch_size)
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
+    config = config.resolved(total_steps)
     trainer = build_trainer(config, data.spec, total_steps, device)  # errors before any write
     prepare_run_dir(out, resume, force)
     masks = mask_state(trainer.model)

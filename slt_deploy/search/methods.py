@@ -55,7 +55,7 @@ def gate_config(config: SearchConfig) -> GateConfig:
         init=config.gate_init,
         threshold=config.threshold,
         noise=config.noise,
-        compile=config.compile,
+        compile=bool(config.compile),
     )
 
 
@@ -97,7 +97,7 @@ class DenseMethod(Method):
 
 # Each default is the best of bench/search_quality.py's grids (docs/search.md, "Defaults").
 METHODS.register("gates")(
-    GatesMethod("gates", Defaults("signed-constant", "adam", 0.01, 0.0, 0.0), penalised=True)
+    GatesMethod("gates", Defaults("uniform", "adam", 0.01, 0.0, 0.0), penalised=True)
 )
 METHODS.register("edge-popup")(
     EdgePopupMethod(

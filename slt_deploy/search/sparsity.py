@@ -4,21 +4,25 @@ The penalty is λ · E[L0] / N (DESIGN.md: λ Σ P(open), divided by the number 
 one λ means the same on every model).
 
 With a target s the constraint is an equality (the user asks for a sparsity), solved by a PI
-controller on the Lagrange multiplier, measured to be necessary:
-- The target density ramps from the initial E[L0]/N down to 1 − s over the first `ramp`
+controller on the Lagrange multiplier. Each part was measured to be necessary:
+- The target density ramps from the initial density down to 1 − s over the first `ramp`
   fraction of training (cubic, as in gradual magnitude pruning). Closed gates get almost no
-  gradient (Φ'(μ/σ) → 0), so overshooting early is permanent.
-- During the ramp it steers the expected density E[L0]/N, which moves with every μ; the binary
-  density does not (with μ₀ = τ it reads ≈ 0.5 whatever the gates do, a dead zone in which an
-  integrator winds up unseen, then closes everything at once). Across the ramp's second half
-  it hands over (linearly) to the *binary* density actually deployed, which it steers after.
-- λ is signed: the cross-entropy alone closes gates (random weights add noise), so keeping a
+  gradient, so overshooting early is permanent. 0.35 landed short runs within a point where
+  0.5 missed (docs/search.md).
+- During the ramp it steers the mean deterministic gate mean(ẑ), which moves with every μ in
+  (0, 1). The binary density does not: with μ₀ = τ it reads ≈ 0.5 whatever the gates do, a dead
+  zone in which an integrator winds up unseen and then closes everything at once. E[L0]/N was
+  tried too: it sits above the binary density, so tracking it overshot the target. Across the
+  ramp's second half the controller hands over (linearly) to the *binary* density actually
+  deployed, which it steers afterwards.
+- λ is signed: the cross-entropy alone closes gates (random weights add noise), so holding a
   density can need a reward for open gates.
 - λ = scale · (K_p · e + Σ K_i · e), e = clip((density − target) / target, −1, 1), where
-  `scale` = ‖∇CE‖ / ‖∇penalty‖ over the gate parameters at the first step: the λ at which
-  the two forces balance, so no per-model tuning. Pure integral control (tried first) lagged
+  `scale` = ‖∇CE‖ / ‖∇penalty‖ over the gate parameters at the first step: the λ at which the
+  two forces balance, so no per-model tuning. Pure integral control (tried first) lagged
   ~800 steps behind and then overshot.
-- Updates come every `CONTROL_EVERY` steps (mask statistics are a pass over every gate).
+- Updates come every `control_interval(total_steps)` steps (mask statistics are a pass over
+  every gate): every step in short runs, every 10th in long ones.
 """
 
 from __future__ import annotations
@@ -28,13 +32,18 @@ from dataclasses import dataclass
 CONTROL_EVERY = 10
 
 
+def control_interval(total_steps: int) -> int:
+    """Every step for short runs (they need every update), up to CONTROL_EVERY for long ones."""
+    return max(1, min(CONTROL_EVERY, total_steps // 1000))
+
+
 @dataclass
 class SparsityController:
     final_density: float | None
     lam: float
     k_i: float = 0.01
     k_p: float = 1.0
-    ramp: float = 0.5
+    ramp: float = 0.35
     scale: float | None = None
     integral: float = 0.0
     target_density: float | None = None
@@ -42,7 +51,7 @@ class SparsityController:
 
     @classmethod
     def create(
-        cls, target_sparsity: float | None, l0: float | None, k_i: float, ramp: float = 0.5
+        cls, target_sparsity: float | None, l0: float | None, k_i: float, ramp: float = 0.35
     ) -> SparsityController:
         if target_sparsity is None:
             return cls(None, 0.0 if l0 is None else float(l0), k_i, ramp=ramp)

@@ -14,7 +14,7 @@ from torch import nn
 from slt_deploy.data import DataSpec
 from slt_deploy.search.config import SearchConfig
 from slt_deploy.search.methods import METHODS, Method, build_optimizer
-from slt_deploy.search.sparsity import CONTROL_EVERY, SparsityController
+from slt_deploy.search.sparsity import SparsityController, control_interval
 from slt_deploy.search.stats import (
     MaskState,
     add_penalty_grad_,
@@ -63,12 +63,13 @@ class Trainer:
 
     def __post_init__(self) -> None:
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.control_every = control_interval(self.total_steps)
 
     def step(
         self, x: torch.Tensor, y: torch.Tensor, step: int
     ) -> tuple[torch.Tensor, torch.Tensor, MaskState | None]:
         """One optimizer step: CE on a relaxed sample, the expected-L0 penalty added as its
-        analytic gradient, and (every CONTROL_EVERY steps) a sparsity-control update."""
+        analytic gradient, and (every `control_every` steps) a sparsity-control update."""
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = learning_rate(base, step, self.total_steps, self.config.schedule)
         with self.autocast:
@@ -85,10 +86,13 @@ class Trainer:
                 add_penalty_grad_(self.model, controller.lam / n_gate_params(self.model))
         self.optimizer.step()
         masks = None
-        if self.method.penalised and (step + 1) % CONTROL_EVERY == 0:
+        if self.method.penalised and (step + 1) % self.control_every == 0:
             masks = mask_state(self.model)
             controller.update(
-                masks.binary_density, masks.soft_density, step / self.total_steps, CONTROL_EVERY
+                masks.binary_density,
+                masks.soft_density,
+                step / self.total_steps,
+                self.control_every,
             )
         return loss.detach(), logits.detach(), masks
 

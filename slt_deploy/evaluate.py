@@ -1,0 +1,96 @@
+"""Accuracy of any artifact through its own runtime: ONNX via ONNX Runtime, CSR via the sparse
+runtime, .slt rebuilt from seed + masks, a ticket or run directory via PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from slt_deploy.data import load_dataset
+from slt_deploy.data.base import DataSpec, normalise
+from slt_deploy.errors import SltError
+
+
+def _predictor(path: Path) -> tuple[callable, DataSpec | None, str]:
+    """(batch → predicted classes, the artifact's data spec when it records one, runtime)."""
+    if path.suffix == ".onnx":
+        from slt_deploy.export.onnx_format import INPUT_NAME, OUTPUT_NAME, session
+
+        sess = session(path)
+        spec = _onnx_data_spec(path)
+        return (
+            lambda x: sess.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0].argmax(1),
+            spec,
+            "onnxruntime",
+        )
+    if path.suffix == ".slt":
+        from slt_deploy.export.slt_format import read
+
+        net = read(path)
+        return _torch_predictor(net.model), net.data, "torch (rebuilt from .slt)"
+    if path.is_file() and path.name.endswith(".csr.safetensors"):
+        from slt_deploy.export.csr_format import load
+
+        model, spec, _ = load(path)
+        return _torch_predictor(model), spec, "torch.sparse (CSR)"
+    from slt_deploy.ticket import build_model, load_ticket
+
+    ticket = load_ticket(path)
+    return _torch_predictor(build_model(ticket)), ticket.data, "torch (ticket)"
+
+
+def _torch_predictor(model: torch.nn.Module):
+    def predict(x: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return model(x).argmax(1).numpy()
+
+    return predict
+
+
+def _onnx_data_spec(path: Path) -> DataSpec | None:
+    """ONNX files made by `export` have a report beside them that records the data spec."""
+    import json
+
+    from slt_deploy.export.report import report_path
+
+    report = report_path(path)
+    if report.is_file():
+        try:
+            return DataSpec.from_dict(json.loads(report.read_text())["data"])
+        except (ValueError, KeyError, TypeError):
+            return None
+    return None
+
+
+def evaluate_artifact(
+    path: str | Path,
+    data: str,
+    data_dir: str | None = None,
+    batch_size: int = 1000,
+    subset: int | None = None,
+) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise SltError(f"{path} does not exist")
+    predict, spec, runtime = _predictor(path)
+    split = load_dataset(data, data_dir).subset(subset)
+    spec = spec or split.spec
+    if tuple(spec.input_shape) != tuple(split.spec.input_shape):
+        raise SltError(
+            f"{path} takes inputs {tuple(spec.input_shape)}, the data set gives "
+            f"{tuple(split.spec.input_shape)}"
+        )
+    correct = 0
+    for start in range(0, len(split.test_y), batch_size):
+        x = normalise(split.test_x[start : start + batch_size], spec).contiguous()
+        correct += int((predict(x) == split.test_y[start : start + batch_size].numpy()).sum())
+    samples = len(split.test_y)
+    return {
+        "artifact": str(path),
+        "runtime": runtime,
+        "data": data,
+        "samples": samples,
+        "accuracy": correct / samples if samples else 0.0,
+    }
