@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import PYTHON, cli_env
 from safetensors.torch import load_file, save_file
 
-from conftest import PYTHON, cli_env
 from slt_deploy.errors import SltError
 from slt_deploy.evaluate import evaluate_artifact
 from slt_deploy.export import export, load_deployable
