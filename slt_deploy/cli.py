@@ -152,10 +152,12 @@ SEARCH_FIELDS = {  # click parameter name -> SearchConfig field, where they diff
 )
 @click.option(
     "--granularity",
-    type=click.Choice(["unstructured"]),
+    type=click.Choice(["unstructured", "2:4"]),
     default="unstructured",
     show_default=True,
-    help="One gate per weight.",
+    help="unstructured: a gate per weight. 2:4: a gate per weight, at most 2 kept in every group "
+    "of 4 consecutive input channels (sparse tensor cores, TensorRT); layers whose input "
+    "channels are not a multiple of 4 stay unstructured.",
 )
 @click.option(
     "--init",
@@ -279,10 +281,11 @@ def search(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["onnx", "csr", "slt"]),
+    type=click.Choice(["onnx", "csr", "slt", "2:4"]),
     required=True,
     help="onnx: dense ONNX with the mask folded in; csr: sparse CSR weights for "
-    "slt-deploy's sparse runtime; slt: seed + bit-packed masks (smallest).",
+    "slt-deploy's sparse runtime; slt: seed + bit-packed masks (smallest); 2:4: ONNX with 2:4 "
+    "weights (projected if the ticket is not 2:4) plus the compressed values + indices.",
 )
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Artifact to write.")
 @click.option("--threshold", type=float, help="Override τ: keep weights with ẑ > τ.")

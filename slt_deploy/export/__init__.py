@@ -1,62 +1,87 @@
 """`export(source, fmt, out)`: a ticket or .slt file → a deployable artifact + its report.
 
-Formats live in one registry; each is a module with `write(net, out, ...)`. Every export is
-checked against PyTorch on real inputs and is byte-for-byte reproducible.
+Formats live in one registry; each is a function `(net, request, inputs) -> report fields`
+with at least `parity`. Every export is checked against PyTorch on real inputs and is
+byte-for-byte reproducible.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
+from slt_deploy.atomic import atomic_path
 from slt_deploy.errors import SltError
 from slt_deploy.export import csr_format, onnx_format, slt_format
 from slt_deploy.export.network import Deployable, from_ticket
 from slt_deploy.export.report import write_report
 from slt_deploy.registry import Registry
+from slt_deploy.search.structure import compress_24, is_24, supports_24
 
-FORMATS: Registry[Callable[..., dict]] = Registry("export format")
 PARITY_SAMPLES = 256
 
 
-def _sparse_parity(out: Path, net: Deployable, inputs: torch.Tensor) -> dict:
-    model, _, _ = csr_format.load(out)
+@dataclass(frozen=True)
+class ExportRequest:
+    source: Path
+    fmt: str
+    out: Path
+    threshold: float | None = None
+    sparsity: float | None = None
+    data: str | None = None
+    data_dir: str | None = None
+
+
+Writer = Callable[[Deployable, ExportRequest, torch.Tensor], dict]
+FORMATS: Registry[Writer] = Registry("export format")
+
+
+def _check_parity(parity: dict, out: Path, runtime: str) -> dict:
+    if parity["max_abs_diff"] > 1e-4:
+        raise SltError(
+            f"{out}: {runtime} differs from PyTorch by {parity['max_abs_diff']:.2e} (> 1e-4)"
+        )
+    return parity
+
+
+@FORMATS.register("onnx")
+def _onnx(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict:
+    onnx_format.write(net, request.out)
+    parity = onnx_format.parity(request.out, net.model, inputs)
+    return {
+        "parity": _check_parity(parity, request.out, "ONNX Runtime"),
+        "opset": onnx_format.OPSET,
+    }
+
+
+@FORMATS.register("csr")
+def _csr(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict:
+    csr_format.write(net, request.out)
+    model, _, _ = csr_format.load(request.out)
     with torch.no_grad():
         got, expected = model(inputs), net.model(inputs)
-    return {
+    parity = {
         "runtime": "torch.sparse (CSR)",
         "samples": len(inputs),
         "max_abs_diff": float((got - expected).abs().max()),
         "same_predictions": float((got.argmax(1) == expected.argmax(1)).float().mean()),
     }
-
-
-@FORMATS.register("onnx")
-def _onnx(net: Deployable, out: Path, inputs: torch.Tensor) -> dict:
-    extra = onnx_format.write(net, out, inputs)
-    return {"parity": extra.pop("parity_checked"), **extra}
-
-
-@FORMATS.register("csr")
-def _csr(net: Deployable, out: Path, inputs: torch.Tensor) -> dict:
-    csr_format.write(net, out)
-    parity = _sparse_parity(out, net, inputs)
-    if parity["max_abs_diff"] > 1e-4:
-        raise SltError(f"{out}: CSR runtime differs from PyTorch by {parity['max_abs_diff']:.2e}")
-    return {"parity": parity, "index_dtype": "int32"}
+    return {"parity": _check_parity(parity, request.out, "the CSR runtime"), "index_dtype": "int32"}
 
 
 @FORMATS.register("slt")
-def _slt(net: Deployable, out: Path, inputs: torch.Tensor) -> dict:
-    slt_format.write(net, out)
-    again = slt_format.read(out)
+def _slt(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict:
+    slt_format.write(net, request.out)
+    again = slt_format.read(request.out)
     with torch.no_grad():
         diff = float((again.model(inputs) - net.model(inputs)).abs().max())
     same = all(torch.equal(again.masks[k], net.masks[k]) for k in net.masks)
     if not same or diff > 0.0:
-        raise SltError(f"{out}: the rebuilt network differs from the ticket's ({diff:.2e})")
+        raise SltError(f"{request.out}: the rebuilt network differs from the ticket's ({diff:.2e})")
     return {
         "parity": {
             "runtime": "rebuilt from seed + masks",
@@ -64,14 +89,74 @@ def _slt(net: Deployable, out: Path, inputs: torch.Tensor) -> dict:
             "max_abs_diff": diff,
             "masks_identical": same,
         },
-        "bits_per_weight": 8 * out.stat().st_size / max(1, net.totals()[0]),
+        "bits_per_weight": 8 * request.out.stat().st_size / max(1, net.totals()[0]),
+    }
+
+
+@FORMATS.register("2:4")
+def _semi_structured(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict:
+    """Dense ONNX with the 2:4 zeros folded in (what ONNX Runtime and TensorRT's parser
+    consume) plus the compressed values + indices form beside it. The pattern is verified
+    layer by layer; a projection's accuracy change is measured on the test split."""
+    structured = {n: is_24(m) for n, m in net.masks.items() if supports_24(tuple(m.shape))}
+    broken = [n for n, ok in structured.items() if not ok]
+    if broken:  # only an .slt source can get here: it holds no gate values to project with
+        raise SltError(
+            f"masks are not 2:4 in {', '.join(broken)}; export --format 2:4 from "
+            "the run directory, whose gate values allow a projection"
+        )
+    fields = _onnx(net, request, inputs)
+    compressed = {}
+    for name in sorted(structured):
+        for part, tensor in compress_24(net.model.get_submodule(name).weight.detach()).items():
+            compressed[f"{name}.{part}"] = tensor
+    companion = request.out.with_name(request.out.name + ".2to4.safetensors")
+    with atomic_path(companion) as tmp:
+        save_file(compressed, str(tmp))
+    projection: dict = {"projected_layers": net.source.get("projected_to_24", [])}
+    if projection["projected_layers"]:
+        before = load_deployable(request.source, request.threshold, request.sparsity)
+        projection.update(_accuracy_change(before, net, request))
+    return {
+        **fields,
+        "pattern_24_layers": sorted(structured),
+        "dense_layers": sorted(n for n in net.masks if n not in structured),
+        "compressed_file": companion.name,
+        "projection": projection,
+    }
+
+
+def _accuracy_change(before: Deployable, after: Deployable, request: ExportRequest) -> dict:
+    from slt_deploy.data import load_dataset
+    from slt_deploy.data.base import normalise
+
+    name = request.data or before.source.get("data") or before.data.name
+    try:
+        split = load_dataset(name, request.data_dir or before.source.get("data_dir"))
+    except SltError as exc:
+        return {"accuracy_change": None, "why": str(exc)}
+    x = normalise(split.test_x, before.data)
+    with torch.no_grad():
+        acc = [
+            float((net.model(x).argmax(1) == split.test_y).float().mean())
+            for net in (before, after)
+        ]
+    return {
+        "accuracy_before": acc[0],
+        "accuracy_after": acc[1],
+        "accuracy_change": acc[1] - acc[0],
+        "samples": len(split.test_y),
     }
 
 
 def load_deployable(
-    source: str | Path, threshold: float | None = None, sparsity: float | None = None
+    source: str | Path,
+    threshold: float | None = None,
+    sparsity: float | None = None,
+    pattern_24: bool = False,
 ) -> Deployable:
-    """A run directory, a ticket (.safetensors) or an .slt file."""
+    """A run directory, a ticket (.safetensors) or an .slt file; `pattern_24` projects a
+    ticket's mask to 2:4 where it is not."""
     from slt_deploy.ticket import load_ticket
 
     source = Path(source)
@@ -79,7 +164,7 @@ def load_deployable(
         if threshold is not None or sparsity is not None:
             raise SltError("an .slt ticket holds binary masks already: no --threshold/--sparsity")
         return slt_format.read(source)
-    return from_ticket(load_ticket(source), threshold, sparsity)
+    return from_ticket(load_ticket(source), threshold, sparsity, pattern_24)
 
 
 def parity_inputs(
@@ -113,10 +198,10 @@ def export(
     data_dir: str | None = None,
 ) -> dict:
     writer = FORMATS.get(fmt)
-    out = Path(out)
-    net = load_deployable(source, threshold, sparsity)
+    request = ExportRequest(Path(source), fmt, Path(out), threshold, sparsity, data, data_dir)
+    net = load_deployable(source, threshold, sparsity, pattern_24=fmt == "2:4")
     inputs, described = parity_inputs(net, data, data_dir)
-    extra = writer(net, out, inputs)
-    parity = extra.pop("parity")
+    fields = writer(net, request, inputs)
+    parity = fields.pop("parity")
     parity["inputs"] = described
-    return write_report(out, fmt, net, parity, extra)
+    return write_report(request.out, fmt, net, parity, fields)

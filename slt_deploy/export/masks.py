@@ -7,6 +7,7 @@ from torch import nn
 
 from slt_deploy.errors import SltError
 from slt_deploy.search.layers import GateSource, masked_layers
+from slt_deploy.search.structure import is_24, keep_top2_of_4, supports_24
 
 
 @torch.no_grad()
@@ -49,3 +50,32 @@ def binary_masks(
         masks[name] = chosen[start : start + v.numel()].view(layer.frozen_weight.shape)
         start += v.numel()
     return masks
+
+
+@torch.no_grad()
+def gate_scores(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Per-layer ranking of weights: ẑ for gates, |score| for edge-popup."""
+    scores = {}
+    for name, layer in masked_layers(model):
+        source = layer.mask_source
+        if isinstance(source, GateSource):
+            scores[name] = source.gate.parameter.detach().float()
+        else:
+            scores[name] = source.scores.detach().abs()
+    return scores
+
+
+def project_24(
+    masks: dict[str, torch.Tensor], scores: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Keep, in each group of 4, the 2 kept weights with the largest scores. Returns the new
+    masks and the layers that changed."""
+    projected, changed = {}, []
+    for name, mask in masks.items():
+        if not supports_24(tuple(mask.shape)) or is_24(mask):
+            projected[name] = mask
+            continue
+        ranked = torch.where(mask, scores[name], torch.full_like(scores[name], float("-inf")))
+        projected[name] = mask & keep_top2_of_4(ranked)
+        changed.append(name)
+    return projected, changed

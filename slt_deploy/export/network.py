@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from slt_deploy.data.base import DataSpec
-from slt_deploy.export.masks import binary_masks
+from slt_deploy.export.masks import binary_masks, gate_scores, project_24
 from slt_deploy.init import InitSpec, frozen_weight
 from slt_deploy.models import ModelSpec, create_model
 from slt_deploy.search.layers import (
@@ -92,14 +92,22 @@ def fold(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
 
 
 def from_ticket(
-    ticket: Ticket, threshold: float | None = None, sparsity: float | None = None
+    ticket: Ticket,
+    threshold: float | None = None,
+    sparsity: float | None = None,
+    pattern_24: bool = False,
 ) -> Deployable:
+    """The deployable network of a ticket; `pattern_24` projects the mask to 2:4 where it is
+    not (keeping the 2 kept weights with the largest gate values per group)."""
     if ticket.config.method == "dense":
         from slt_deploy.errors import SltError
 
         raise SltError("a dense-training run is not a ticket: there is no mask to export")
     model = build_model(ticket)
     masks = binary_masks(model, threshold, sparsity)
+    projected: list[str] = []
+    if pattern_24:
+        masks, projected = project_24(masks, gate_scores(model))
     c = ticket.config
     source = {
         "method": c.method,
@@ -109,6 +117,8 @@ def from_ticket(
         "search_metrics": ticket.metrics,
         "data": c.data,
         "data_dir": c.data_dir,
+        "granularity": c.granularity,
+        "projected_to_24": projected,
     }
     return Deployable(
         fold(model, masks), masks, ticket.data, ticket.model_spec, ticket.init, c.affine_bn, source

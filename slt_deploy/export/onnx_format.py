@@ -88,13 +88,8 @@ def parity(path: Path, reference: nn.Module, inputs: torch.Tensor) -> dict:
     }
 
 
-def write(net: Deployable, out: Path, inputs: torch.Tensor) -> dict:
+def write(net: Deployable, out: Path) -> None:
+    """The folded network as ONNX, checked by onnx.checker."""
     folded = fold_batchnorm(net.model)
     write_bytes(out, to_onnx_bytes(folded, tuple(net.data.input_shape)))
     check(out)
-    result = parity(out, net.model, inputs)
-    if result["max_abs_diff"] > 1e-4:
-        raise SltError(
-            f"{out}: ONNX Runtime differs from PyTorch by {result['max_abs_diff']:.2e} (> 1e-4)"
-        )
-    return {"parity_checked": result, "opset": OPSET}

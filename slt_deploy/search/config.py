@@ -9,7 +9,7 @@ from pathlib import Path
 
 from slt_deploy.errors import SltError
 
-GRANULARITIES = ("unstructured",)
+GRANULARITIES = ("unstructured", "2:4")
 DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MIN_STEPS = 2000
 
@@ -67,11 +67,29 @@ class SearchConfig:
         return replace(self, **changes)
 
     def resolved(self, total_steps: int) -> SearchConfig:
-        """Settings whose default depends on the run's length, made explicit (and recorded):
-        compiling the gate kernels costs ~10-15 s once, which pays off only on long runs."""
-        if self.compile is None:
-            return replace(self, compile=total_steps >= COMPILE_MIN_STEPS)
-        return self
+        """Every default made explicit, so the recorded config (run directory, ticket) replays
+        the run even after the tool's defaults change (a ticket that said `init: null` would
+        regenerate other weights under a new default). Compiling the gate kernels costs
+        ~10-15 s once, so by default it is on only for long runs."""
+        from slt_deploy.search.methods import METHODS
+
+        d = METHODS.get(self.method).defaults
+        pick = lambda value, default: default if value is None else value  # noqa: E731
+        temperature = self.loss_temperature
+        if temperature == "auto":
+            temperature = "none" if self.method == "dense" else "learned"
+        return replace(
+            self,
+            init=pick(self.init, d.init),
+            optimizer=pick(self.optimizer, d.optimizer),
+            lr=pick(self.lr, d.lr),
+            momentum=pick(self.momentum, d.momentum),
+            weight_decay=pick(self.weight_decay, d.weight_decay),
+            scale_fan=pick(self.scale_fan, d.scale_fan),
+            loss_temperature=temperature,
+            compile=pick(self.compile, total_steps >= COMPILE_MIN_STEPS),
+            init_gain=pick(self.init_gain, 2.0**0.5),
+        )
 
     def replay_key(self) -> dict:
         """The settings that must match for a checkpoint to be resumed."""
@@ -91,6 +109,17 @@ class SearchConfig:
             raise SltError("edge-popup needs --target-sparsity (the fraction of weights removed)")
         if self.l0 is not None and self.l0 < 0:
             raise SltError("--l0 must be >= 0")
+        if self.granularity == "2:4" and self.method != "gates":
+            raise SltError("--granularity 2:4 is a gates search (edge-popup has no 2:4 variant)")
+        if (
+            self.granularity == "2:4"
+            and self.target_sparsity is not None
+            and self.target_sparsity < 0.5
+        ):
+            raise SltError(
+                "--granularity 2:4 removes at least half of the weights: "
+                "--target-sparsity must be >= 0.5"
+            )
         if self.granularity not in GRANULARITIES:
             raise SltError(f"--granularity must be one of {', '.join(GRANULARITIES)}")
         if self.device not in DEVICES:

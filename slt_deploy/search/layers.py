@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slt_deploy.init import InitSpec, frozen_weight
+from slt_deploy.search.structure import keep_top2_of_4
 
 
 class MaskSource(nn.Module):
@@ -64,20 +65,36 @@ class EdgePopupScores(MaskSource):
 
 
 class GateSource(MaskSource):
-    """Wraps a gate family (stg, hard-concrete) as a mask source."""
+    """Wraps a gate family (stg, hard-concrete) as a mask source.
 
-    def __init__(self, gate: nn.Module) -> None:
+    With `pattern="2:4"` only the 2 gates with the largest parameter in each group of 4 are
+    eligible: a selection recomputed every step, not differentiated (the eligible gates'
+    values are, exactly; no straight-through estimator), and part of the deployed mask.
+    """
+
+    def __init__(self, gate: nn.Module, pattern: str = "unstructured") -> None:
         super().__init__()
         self.gate = gate
+        self.pattern = pattern
+
+    def eligible(self) -> torch.Tensor | None:
+        if self.pattern != "2:4":
+            return None
+        return keep_top2_of_4(self.gate.parameter.detach())
 
     def training_mask(self) -> torch.Tensor:
-        return self.gate.sample()
+        sample = self.gate.sample()
+        eligible = self.eligible()
+        return sample if eligible is None else sample * eligible
 
     def binary_mask(self) -> torch.Tensor:
-        return self.gate.binary_mask()
+        mask = self.gate.binary_mask()
+        eligible = self.eligible()
+        return mask if eligible is None else mask & eligible
 
     def masked_weight(self, weight: torch.Tensor) -> torch.Tensor:
-        return self.gate.masked_weight(weight)
+        eligible = self.eligible()
+        return self.gate.masked_weight(weight if eligible is None else weight * eligible)
 
 
 class MaskedLayer(nn.Module):

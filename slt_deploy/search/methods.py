@@ -23,6 +23,7 @@ from slt_deploy.search.layers import (
     init_dense_,
     normalisation_,
 )
+from slt_deploy.search.structure import supports_24
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,10 @@ class GatesMethod(Method):
         noise = NoiseTable(largest, config.seed) if gates.noise == "table" else None
 
         def source(shape: tuple[int, ...]) -> MaskSource:
-            return GateSource(family(shape, gates, noise))
+            pattern = (
+                "2:4" if config.granularity == "2:4" and supports_24(shape) else ("unstructured")
+            )
+            return GateSource(family(shape, gates, noise), pattern)
 
         return gate_(
             normalisation_(model, config.affine_bn), source, init, learn_bias=config.learn_bias

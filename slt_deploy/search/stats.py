@@ -20,7 +20,12 @@ def per_layer_sparsity(model: nn.Module) -> dict[str, dict]:
         mask = layer.mask_source.binary_mask()
         total = mask.numel()
         kept = int(mask.sum())
-        layers[name] = {"total": total, "kept": kept, "sparsity": 1.0 - kept / total}
+        layers[name] = {
+            "total": total,
+            "kept": kept,
+            "sparsity": 1.0 - kept / total,
+            "pattern": getattr(layer.mask_source, "pattern", "unstructured"),
+        }
     if not layers:  # dense training: every weight kept
         for name, module in model.named_modules():
             if isinstance(module, nn.Linear | nn.Conv2d):
@@ -72,10 +77,16 @@ class MaskState:
 @torch.no_grad()
 def mask_state(model: nn.Module) -> MaskState | None:
     expected, kept, soft, total = 0.0, 0, 0.0, 0
-    for gate in gate_families(model):
-        z_hat = gate.deterministic_gate()
-        expected += float(gate.open_probability().sum())
-        kept += int((z_hat > gate.config.threshold).sum())
+    for _, layer in masked_layers(model):
+        source = layer.mask_source
+        if not isinstance(source, GateSource):
+            continue
+        z_hat = source.gate.deterministic_gate()
+        eligible = source.eligible()
+        if eligible is not None:  # 2:4: only eligible gates can be open
+            z_hat = z_hat * eligible
+        expected += float(source.gate.open_probability().sum())
+        kept += int(source.binary_mask().sum())
         soft += float(z_hat.sum())
         total += z_hat.numel()
     if total == 0:
