@@ -70,7 +70,7 @@ def test_unstructured_slt_cannot_be_projected(runs, tmp_path):
 
 
 def test_24_needs_gates_and_half_sparsity():
-    with pytest.raises(SltError, match=">= 0.5"):
+    with pytest.raises(SltError, match=r">= 0\.5"):
         SearchConfig(granularity="2:4", target_sparsity=0.3).validate()
     with pytest.raises(SltError, match="gates search"):
         SearchConfig(granularity="2:4", method="edge-popup", target_sparsity=0.6).validate()

@@ -17,6 +17,7 @@ warning.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import warnings
 from collections.abc import Callable
@@ -51,6 +52,8 @@ EAGER: dict[str, Callable] = {"backward": stg_backward, "penalty": stg_penalty_g
 @functools.cache
 def compiled() -> dict[str, Callable]:
     """The kernels compiled once per process; the eager ones if compilation fails."""
+    # torch logs "No CUDA runtime is found" on CPU-only machines when it compiles: not news
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         fused = {name: torch.compile(fn, dynamic=True) for name, fn in EAGER.items()}
         a, b, c = torch.zeros(8), torch.ones(8), torch.full((8,), 0.5)
