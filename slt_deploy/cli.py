@@ -281,11 +281,12 @@ def search(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["onnx", "csr", "slt", "2:4"]),
+    type=click.Choice(["onnx", "csr", "slt", "2:4", "trt"]),
     required=True,
     help="onnx: dense ONNX with the mask folded in; csr: sparse CSR weights for "
     "slt-deploy's sparse runtime; slt: seed + bit-packed masks (smallest); 2:4: ONNX with 2:4 "
-    "weights (projected if the ticket is not 2:4) plus the compressed values + indices.",
+    "weights (projected if the ticket is not 2:4) plus the compressed values + indices; trt: a "
+    "TensorRT engine for this machine's GPU (needs TensorRT and CUDA).",
 )
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Artifact to write.")
 @click.option("--threshold", type=float, help="Override τ: keep weights with ẑ > τ.")
@@ -296,6 +297,26 @@ def search(
 )
 @click.option("--data", help="Data set for the parity check [the ticket's].")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Its folder [the ticket's].")
+@click.option("--fp16/--fp32", default=True, show_default=True, help="trt: precision.")
+@click.option("--int8", is_flag=True, help="trt: int8 with calibration batches (TensorRT 10).")
+@click.option(
+    "--sparse-weights/--no-sparse-weights",
+    default=None,
+    help="trt: TensorRT's 2:4 sparse kernels [default: on for 2:4 masks].",
+)
+@click.option("--max-batch", type=int, default=32, show_default=True, help="trt: largest batch.")
+@click.option(
+    "--workspace-mib",
+    type=int,
+    default=1024,
+    show_default=True,
+    help="trt: builder workspace limit.",
+)
+@click.option(
+    "--timing-cache",
+    type=click.Path(path_type=Path),
+    help="trt: timing cache file, read and updated (speeds up rebuilds).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing artifact.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def export(
@@ -306,6 +327,12 @@ def export(
     sparsity: float | None,
     data: str | None,
     data_dir: Path | None,
+    fp16: bool,
+    int8: bool,
+    sparse_weights: bool | None,
+    max_batch: int,
+    workspace_mib: int,
+    timing_cache: Path | None,
     force: bool,
     as_json: bool,
 ) -> None:
@@ -318,8 +345,27 @@ def export(
 
     if out.exists() and not force:
         raise SltError(f"{out} exists; pass --force to replace it")
+    trt_options = None
+    if fmt == "trt":
+        from slt_deploy.export.trt_format import BuildOptions
+
+        trt_options = BuildOptions(
+            fp16=fp16 and not int8,
+            int8=int8,
+            sparse=sparse_weights,
+            max_batch=max_batch,
+            workspace_bytes=workspace_mib << 20,
+            timing_cache=timing_cache,
+        )
     report = run_export(
-        source, fmt, out, threshold, sparsity, data, str(data_dir) if data_dir else None
+        source,
+        fmt,
+        out,
+        threshold,
+        sparsity,
+        data,
+        str(data_dir) if data_dir else None,
+        trt_options,
     )
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))

@@ -34,6 +34,7 @@ class ExportRequest:
     sparsity: float | None = None
     data: str | None = None
     data_dir: str | None = None
+    trt: object | None = None  # trt_format.BuildOptions
 
 
 Writer = Callable[[Deployable, ExportRequest, torch.Tensor], dict]
@@ -126,6 +127,21 @@ def _semi_structured(net: Deployable, request: ExportRequest, inputs: torch.Tens
     }
 
 
+@FORMATS.register("trt")
+def _trt(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict:
+    """A TensorRT engine (fp16 by default; sparse weights on for 2:4 masks). The parity
+    tolerance is fp16's, so it is reported rather than enforced at 1e-4."""
+    from slt_deploy.export import trt_format
+
+    options = request.trt or trt_format.BuildOptions()
+    if options.sparse is None or request.trt is None:
+        structured = [is_24(m) for m in net.masks.values() if supports_24(tuple(m.shape))]
+        options = trt_format.BuildOptions(
+            **{**options.__dict__, "sparse": bool(structured) and all(structured)}
+        )
+    return trt_format.write(net, request.out, inputs, options)
+
+
 def _accuracy_change(before: Deployable, after: Deployable, request: ExportRequest) -> dict:
     from slt_deploy.data import load_dataset
     from slt_deploy.data.base import normalise
@@ -196,9 +212,16 @@ def export(
     sparsity: float | None = None,
     data: str | None = None,
     data_dir: str | None = None,
+    trt_options: object | None = None,
 ) -> dict:
     writer = FORMATS.get(fmt)
-    request = ExportRequest(Path(source), fmt, Path(out), threshold, sparsity, data, data_dir)
+    if fmt == "trt":
+        from slt_deploy.export.trt_format import import_tensorrt
+
+        import_tensorrt()  # fail before any work when TensorRT or a GPU is missing
+    request = ExportRequest(
+        Path(source), fmt, Path(out), threshold, sparsity, data, data_dir, trt_options
+    )
     net = load_deployable(source, threshold, sparsity, pattern_24=fmt == "2:4")
     inputs, described = parity_inputs(net, data, data_dir)
     fields = writer(net, request, inputs)

@@ -1,0 +1,272 @@
+"""`trt`: a TensorRT engine built from the exported ONNX with the TensorRT Python API.
+
+Supports TensorRT 10.x (JetPack 6 ships 10.3) and 11.x. 11.x removed the precision builder
+flags (FP16, INT8): reduced precision must be in the network itself. So fp16 is done the same
+way on both: the folded model is exported as an fp16 ONNX (casts at input and output) and built
+as a strongly typed network. INT8 uses the entropy calibrator on 10.x; 11.x needs explicit
+Q/DQ quantization, which this exporter refuses with a clear message instead of faking.
+Sparse weights are on for 2:4 tickets; the report counts the layers TensorRT found eligible
+for sparse math and the ones it picked sparse kernels for, parsed from its build log.
+
+Engines are tied to a GPU, a platform and a TensorRT version: the engine's JSON records them
+and `check_engine_compatible` refuses a mismatch. TensorRT is imported lazily; without it (or
+without a GPU) the user gets one line and the advice to build on the target.
+
+Not run on this project's development machines (no TensorRT, no GPU): the code follows the
+official Python API; everything around it is tested (log parsing, metadata, refusals).
+"""
+
+from __future__ import annotations
+
+import io
+import platform
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from slt_deploy.errors import SltError
+
+ADVICE = (
+    "export --format onnx (or 2:4) here, copy the .slt or the ONNX to the target and run "
+    "`slt-deploy export ... --format trt` there"
+)
+ELIGIBLE = re.compile(r"eligible for sparse math:?\s*(.*)", re.IGNORECASE)
+PICKED = re.compile(r"picked sparse implementation for layers:?\s*(.*)", re.IGNORECASE)
+
+
+def import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise SltError(f"TensorRT is not installed (pip install tensorrt); or {ADVICE}") from None
+    if not torch.cuda.is_available():
+        raise SltError(f"TensorRT needs a CUDA GPU and none is available; {ADVICE}")
+    return trt
+
+
+def major_version(version: str) -> int:
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        raise SltError(f"unrecognised TensorRT version {version!r}") from None
+
+
+def _layer_list(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+@dataclass
+class SparsityLog:
+    """What TensorRT's build log says about 2:4 kernels."""
+
+    eligible: list[str] = field(default_factory=list)
+    picked: list[str] = field(default_factory=list)
+
+    def feed(self, message: str) -> None:
+        if match := ELIGIBLE.search(message):
+            self.eligible += _layer_list(match.group(1))
+        if match := PICKED.search(message):
+            self.picked += _layer_list(match.group(1))
+
+
+class _Half(nn.Module):
+    """fp32 in and out, fp16 inside: a strongly typed fp16 network for TensorRT 10 and 11."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.half()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.half()).float()
+
+
+def fp16_onnx(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
+    import copy
+
+    from slt_deploy.export.onnx_format import fold_batchnorm, to_onnx_bytes
+
+    return to_onnx_bytes(_Half(copy.deepcopy(fold_batchnorm(model))), input_shape)
+
+
+def device_record(trt) -> dict:
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "gpu": props.name,
+        "compute_capability": f"{props.major}.{props.minor}",
+        "tensorrt": trt.__version__,
+        "platform": f"{platform.system()}-{platform.machine()}",
+    }
+
+
+def check_engine_compatible(recorded: dict, current: dict) -> None:
+    """Engines are not portable: refuse a GPU, platform or TensorRT version other than the
+    one the engine was built for."""
+    for key in ("gpu", "compute_capability", "tensorrt", "platform"):
+        if recorded.get(key) != current.get(key):
+            raise SltError(
+                f"engine built for {key} {recorded.get(key)!r}, this machine has "
+                f"{current.get(key)!r}: engines are not portable; rebuild it here"
+            )
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    fp16: bool = True
+    int8: bool = False
+    sparse: bool | None = None  # None: on when every 2:4-capable layer is 2:4
+    max_batch: int = 32
+    workspace_bytes: int = 1 << 30
+    timing_cache: Path | None = None
+
+
+def build_engine(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    options: BuildOptions,
+    calibration: torch.Tensor | None = None,
+) -> tuple[bytes, dict]:
+    """Serialized engine bytes and the record (device, options, sparsity log)."""
+    from slt_deploy.export.onnx_format import INPUT_NAME, fold_batchnorm, to_onnx_bytes
+
+    trt = import_tensorrt()
+    major = major_version(trt.__version__)
+    if options.int8 and major >= 11:
+        raise SltError(
+            "int8 on TensorRT 11 needs explicit Q/DQ quantization, which slt-deploy "
+            "does not write yet; use fp16 (or TensorRT 10)"
+        )
+    log = SparsityLog()
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+
+        def log(self, severity, message) -> None:
+            log.feed(message)
+
+    logger = _Logger()
+    builder = trt.Builder(logger)
+    flags = 0
+    if (
+        options.fp16
+        and not options.int8
+        and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+    ):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    onnx_bytes = (
+        fp16_onnx(model, input_shape)
+        if options.fp16 and not options.int8
+        else to_onnx_bytes(fold_batchnorm(model), input_shape)
+    )
+    if not parser.parse(onnx_bytes):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise SltError(f"TensorRT could not parse the ONNX: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_bytes)
+    if options.sparse:
+        config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
+    if options.int8:
+        config.set_flag(trt.BuilderFlag.INT8)
+        if calibration is None:
+            raise SltError("int8 needs calibration batches from the data set (--data)")
+        config.int8_calibrator = _calibrator(trt, calibration)
+    profile = builder.create_optimization_profile()
+    shape = tuple(input_shape)
+    profile.set_shape(
+        INPUT_NAME, (1, *shape), (options.max_batch, *shape), (options.max_batch, *shape)
+    )
+    config.add_optimization_profile(profile)
+    cache = None
+    if options.timing_cache is not None:
+        blob = options.timing_cache.read_bytes() if options.timing_cache.is_file() else b""
+        cache = config.create_timing_cache(blob)
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise SltError("TensorRT failed to build the engine (see its log)")
+    if cache is not None:
+        from slt_deploy.atomic import write_bytes
+
+        write_bytes(options.timing_cache, bytes(memoryview(cache.serialize())))
+    record = {
+        **device_record(trt),
+        "fp16": options.fp16,
+        "int8": options.int8,
+        "sparse_weights": options.sparse,
+        "max_batch": options.max_batch,
+        "sparse_layers_eligible": log.eligible,
+        "sparse_layers_picked": log.picked,
+    }
+    return bytes(memoryview(serialized)), record
+
+
+def _calibrator(trt, batches: torch.Tensor):
+    """Entropy calibration (TensorRT 10.x) over batches of real, normalised inputs."""
+
+    class Calibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.batches = list(batches.split(32))
+            self.device = torch.empty(0)
+            self.cache = io.BytesIO()
+
+        def get_batch_size(self) -> int:
+            return 32
+
+        def get_batch(self, names):
+            if not self.batches:
+                return None
+            self.device = self.batches.pop(0).contiguous().cuda()
+            return [int(self.device.data_ptr())]
+
+        def read_calibration_cache(self):
+            return None
+
+        def write_calibration_cache(self, cache) -> None:
+            self.cache.write(bytes(cache))
+
+    return Calibrator()
+
+
+def run_engine(engine_bytes: bytes, inputs: torch.Tensor) -> torch.Tensor:
+    """Logits of a serialized engine on `inputs` (fp32), through the TensorRT runtime."""
+    from slt_deploy.export.onnx_format import INPUT_NAME, OUTPUT_NAME
+
+    trt = import_tensorrt()
+    runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
+    engine = runtime.deserialize_cuda_engine(engine_bytes)
+    context = engine.create_execution_context()
+    x = inputs.contiguous().cuda()
+    context.set_input_shape(INPUT_NAME, tuple(x.shape))
+    out = torch.empty(tuple(context.get_tensor_shape(OUTPUT_NAME)), device="cuda")
+    context.set_tensor_address(INPUT_NAME, x.data_ptr())
+    context.set_tensor_address(OUTPUT_NAME, out.data_ptr())
+    stream = torch.cuda.current_stream()
+    if not context.execute_async_v3(stream.cuda_stream):
+        raise SltError("TensorRT failed to run the engine")
+    stream.synchronize()
+    return out.cpu()
+
+
+def write(net, out: Path, inputs: torch.Tensor, options: BuildOptions) -> dict:
+    from slt_deploy.atomic import write_bytes
+
+    calibration = inputs if options.int8 else None
+    engine, record = build_engine(net.model, tuple(net.data.input_shape), options, calibration)
+    write_bytes(out, engine)
+    batch = inputs[: options.max_batch]
+    got = run_engine(engine, batch)
+    with torch.no_grad():
+        expected = net.model(batch)
+    parity = {
+        "runtime": f"tensorrt {record['tensorrt']}",
+        "samples": len(batch),
+        "max_abs_diff": float((got - expected).abs().max()),
+        "same_predictions": float((got.argmax(1) == expected.argmax(1)).float().mean()),
+    }
+    return {"parity": parity, "engine": record}
