@@ -34,6 +34,7 @@ def test_cli_trt_without_tensorrt_exits_2_and_writes_nothing(tmp_path):
     import subprocess
 
     from conftest import PYTHON, cli_env
+
     from slt_deploy.search.config import SearchConfig
     from slt_deploy.search.loop import search
 
