@@ -129,7 +129,13 @@ TEMPERATURE_GRID = [  # the learned loss temperature, for every mask method
         },
     ),
 ]
-GRIDS = {"quality": QUALITY, "defaults": DEFAULTS_GRID, "temperature": TEMPERATURE_GRID}
+EDGE_POPUP_SCALE_FAN_GRID = [  # scale-fan on/off at every target (both with the temperature)
+    (f"edge-popup {s:.2f} scale-fan {'on' if on else 'off'}",
+     {"method": "edge-popup", "target_sparsity": s, "scale_fan": on})
+    for s in (0.5, 0.9, 0.95, 0.98) for on in (False, True) if not (on and s == 0.98)
+]
+GRIDS = {"quality": QUALITY, "defaults": DEFAULTS_GRID, "temperature": TEMPERATURE_GRID,
+         "edge-popup-scale-fan": EDGE_POPUP_SCALE_FAN_GRID}
 
 
 def run_cell(args: tuple[str, dict, dict]) -> dict:

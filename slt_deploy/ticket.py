@@ -17,6 +17,7 @@ from torch import nn
 from slt_deploy.atomic import atomic_path
 from slt_deploy.data.base import DataSpec
 from slt_deploy.errors import SltError
+from slt_deploy.headers import METADATA_KEY, safetensors_header
 from slt_deploy.init import InitSpec, weight_checksum
 from slt_deploy.models import ModelSpec, create_model
 from slt_deploy.search.config import SearchConfig
@@ -26,7 +27,6 @@ from slt_deploy.search.methods import METHODS, gate_config, init_spec
 TICKET_FORMAT = "slt-deploy/ticket"
 TICKET_VERSION = 1
 TICKET_FILE = "ticket.safetensors"
-METADATA_KEY = "slt_deploy"
 
 
 @dataclass
@@ -98,27 +98,7 @@ def resolve_ticket_path(path: str | Path) -> Path:
 
 
 def read_metadata(path: Path) -> dict:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            raw = (fh.metadata() or {}).get(METADATA_KEY)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise SltError(f"{path} is not a safetensors file: {exc}") from None
-    if raw is None:
-        raise SltError(f"{path} is a safetensors file but not an slt-deploy ticket")
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError:
-        raise SltError(f"{path}: ticket metadata is not valid JSON") from None
-    if not isinstance(meta, dict) or meta.get("format") != TICKET_FORMAT:
-        raise SltError(f"{path} is not an slt-deploy ticket")
-    if meta.get("version") != TICKET_VERSION:
-        raise SltError(
-            f"{path}: ticket version {meta.get('version')} is not supported "
-            f"(this slt-deploy reads version {TICKET_VERSION})"
-        )
-    return meta
+    return safetensors_header(path, TICKET_FORMAT, TICKET_VERSION, "ticket")
 
 
 def load_ticket(path: str | Path) -> Ticket:

@@ -51,3 +51,17 @@ def cli_env() -> dict:
 
 
 PYTHON = sys.executable
+
+
+def run_cli(*args: str, **kwargs):
+    """`python -m slt_deploy ARGS` in a real subprocess, output captured."""
+    import subprocess
+
+    return subprocess.run(
+        [PYTHON, "-m", "slt_deploy", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=300,
+        **kwargs,
+    )

@@ -2,13 +2,12 @@
 
 import json
 import lzma
-import subprocess
 
 import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import PYTHON, cli_env
+from conftest import run_cli
 from safetensors.torch import load_file, save_file
 
 from slt_deploy.errors import SltError
@@ -39,14 +38,7 @@ def conv_ticket(tmp_path_factory):
     return out, search(config, out, progress=False)
 
 
-def _cli(*args):
-    return subprocess.run(
-        [PYTHON, "-m", "slt_deploy", *args],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=300,
-    )
+_cli = run_cli
 
 
 @pytest.mark.parametrize(

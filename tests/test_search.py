@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from conftest import PYTHON, cli_env
+from conftest import PYTHON, cli_env, run_cli
 
 from slt_deploy.data import load_dataset
 from slt_deploy.search.config import SearchConfig
@@ -152,15 +152,7 @@ def test_conv_model_searches(tmp_path):
     }
 
 
-def _cli(*args, **kwargs):
-    return subprocess.run(
-        [PYTHON, "-m", "slt_deploy", *args],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=300,
-        **kwargs,
-    )
+_cli = run_cli
 
 
 def test_sigkill_then_resume_gives_the_uninterrupted_ticket(tmp_path):

@@ -15,6 +15,7 @@ from slt_deploy.atomic import atomic_path
 from slt_deploy.data.base import DataSpec
 from slt_deploy.errors import SltError
 from slt_deploy.export.network import Deployable
+from slt_deploy.headers import METADATA_KEY, safetensors_header
 from slt_deploy.init import InitSpec
 from slt_deploy.models import ModelSpec, create_model
 from slt_deploy.search.layers import gateable, normalisation_
@@ -44,24 +45,12 @@ def write(net: Deployable, out: Path) -> dict:
         "source": net.source,
     }
     with atomic_path(out) as tmp:
-        save_file(tensors, str(tmp), metadata={"slt_deploy": json.dumps(meta, sort_keys=True)})
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
     return {}
 
 
 def read_metadata(path: Path) -> dict:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            raw = (fh.metadata() or {}).get("slt_deploy")
-        meta = json.loads(raw) if raw else None
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise SltError(f"{path} is not a CSR artifact: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("format") != CSR_FORMAT:
-        raise SltError(f"{path} is not an slt-deploy CSR artifact")
-    if meta.get("version") != CSR_VERSION:
-        raise SltError(f"{path}: CSR version {meta.get('version')} is not supported")
-    return meta
+    return safetensors_header(path, CSR_FORMAT, CSR_VERSION, "CSR artifact")
 
 
 def load(path: str | Path) -> tuple[nn.Module, DataSpec, dict]:

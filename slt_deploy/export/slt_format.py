@@ -18,6 +18,7 @@ from slt_deploy.atomic import write_bytes
 from slt_deploy.data.base import DataSpec
 from slt_deploy.errors import SltError
 from slt_deploy.export.network import Deployable, rebuild
+from slt_deploy.headers import METADATA_KEY, check_header
 from slt_deploy.init import InitSpec
 from slt_deploy.models import ModelSpec
 
@@ -46,7 +47,7 @@ def encode(net: Deployable) -> bytes:
         "affine_bn": net.affine_bn,
         "source": net.source,
     }
-    payload = save_safetensors(tensors, metadata={"slt_deploy": json.dumps(meta, sort_keys=True)})
+    payload = save_safetensors(tensors, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
     return lzma.compress(payload, format=lzma.FORMAT_XZ, preset=9 | lzma.PRESET_EXTREME)
 
 
@@ -100,17 +101,12 @@ def read(path: str | Path) -> Deployable:
 
 
 def _metadata(payload: bytes, path: Path) -> dict:
-    """The JSON header of the safetensors payload (8-byte length, then JSON)."""
+    """The header of the safetensors payload (8-byte little-endian length, then JSON)."""
     if len(payload) < 8:
         raise SltError(f"{path}: damaged .slt payload")
     size = int.from_bytes(payload[:8], "little")
     try:
-        header = json.loads(payload[8 : 8 + size])
-        meta = json.loads(header["__metadata__"]["slt_deploy"])
+        raw = json.loads(payload[8 : 8 + size])["__metadata__"][METADATA_KEY]
     except (ValueError, KeyError, TypeError):
-        raise SltError(f"{path}: not an slt-deploy .slt ticket") from None
-    if not isinstance(meta, dict) or meta.get("format") != SLT_FORMAT:
-        raise SltError(f"{path}: not an slt-deploy .slt ticket")
-    if meta.get("version") != SLT_VERSION:
-        raise SltError(f"{path}: .slt version {meta.get('version')} is not supported")
-    return meta
+        raw = None
+    return check_header(raw, path, SLT_FORMAT, SLT_VERSION, ".slt ticket")
