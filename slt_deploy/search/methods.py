@@ -106,7 +106,7 @@ METHODS.register("gates")(
 METHODS.register("edge-popup")(
     EdgePopupMethod(
         "edge-popup",
-        Defaults("signed-constant", "sgd", 0.1, 0.9, 1e-4, scale_fan=True),
+        Defaults("signed-constant", "sgd", 0.1, 0.9, 1e-4, scale_fan=False),
         penalised=False,
     )
 )
