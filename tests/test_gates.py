@@ -53,3 +53,34 @@ def test_hard_concrete_gradient_flows():
 
 def test_registry_knows_both_families():
     assert GATES.names() == ["hard-concrete", "stg"]
+
+
+def test_compiled_kernels_match_the_eager_maths():
+    from slt_deploy.search.kernels import EAGER, compiled
+
+    generator = torch.Generator().manual_seed(0)
+    grad, weight, mean = (torch.randn(1000, generator=generator) for _ in range(3))
+    pre_clip = torch.rand(1000, generator=generator) * 1.6 - 0.3
+    fused = compiled()
+    with torch.no_grad():
+        assert torch.allclose(
+            fused["backward"](grad, weight, pre_clip), EAGER["backward"](grad, weight, pre_clip)
+        )
+        coef = torch.tensor(0.37)
+        assert torch.allclose(
+            fused["penalty"](grad, mean, coef, 0.5),
+            EAGER["penalty"](grad, mean, coef, 0.5),
+            atol=1e-6,
+        )
+
+
+def test_analytic_penalty_gradient_equals_autograd():
+    for family in ("stg", "hard-concrete"):
+        gate = GATES.get(family)((500,), GateConfig(family=family))
+        with torch.no_grad():
+            gate.parameter.uniform_(-2, 2)
+        gate.open_probability().sum().mul(0.3).backward()
+        expected = gate.parameter.grad.clone()
+        gate.parameter.grad = None
+        gate.add_penalty_grad_(0.3)
+        assert torch.allclose(gate.parameter.grad, expected, atol=1e-6), family
