@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--steps", type=int, default=10, help="steps per method per round")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--run-steps", type=int, default=7035,
+                        help="length of the run being modelled (15 MNIST epochs at batch 128)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -64,7 +66,8 @@ def main() -> None:
     if args.model == "fc" and "width" in kwargs:
         kwargs["width"] = int(kwargs["width"])
     methods = list(VARIANTS)
-    total = 10 * (args.rounds * args.steps + 5)
+    # The run length sets the control cadence: measure at that of a real 15-epoch MNIST run.
+    total = args.run_steps
     steps = {m: make_step(m, args.model, kwargs, spec, total) for m in methods}
     x = torch.randn(args.batch_size, *shape)
     y = torch.randint(0, 10, (args.batch_size,))
