@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from slt_deploy.data.base import DataSpec
+from slt_deploy.errors import SltError
 from slt_deploy.export.masks import binary_masks, gate_scores, project_24
 from slt_deploy.init import InitSpec, frozen_weight
 from slt_deploy.models import ModelSpec, create_model
@@ -100,8 +101,6 @@ def from_ticket(
     """The deployable network of a ticket; `pattern_24` projects the mask to 2:4 where it is
     not (keeping the 2 kept weights with the largest gate values per group)."""
     if ticket.config.method == "dense":
-        from slt_deploy.errors import SltError
-
         raise SltError("a dense-training run is not a ticket: there is no mask to export")
     model = build_model(ticket)
     masks = binary_masks(model, threshold, sparsity)
@@ -135,8 +134,6 @@ def rebuild(
     source: dict,
 ) -> Deployable:
     """The same Deployable from seed + masks (+ BN statistics, biases): the .slt path."""
-    from slt_deploy.errors import SltError
-
     model = normalisation_(create_model(model_spec, data), affine_bn)
     names = [n for n, m in model.named_modules() if n and gateable(m, n)]
     if sorted(names) != sorted(masks):

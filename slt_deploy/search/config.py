@@ -63,9 +63,6 @@ class SearchConfig:
             raise SltError(f"unknown search setting(s): {', '.join(unknown)}")
         return cls(**data)
 
-    def with_overrides(self, **changes) -> SearchConfig:
-        return replace(self, **changes)
-
     def resolved(self, total_steps: int) -> SearchConfig:
         """Every default made explicit, so the recorded config (run directory, ticket) replays
         the run even after the tool's defaults change (a ticket that said `init: null` would

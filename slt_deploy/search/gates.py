@@ -55,7 +55,7 @@ class GateFamily(nn.Module):
     def parameter(self) -> nn.Parameter:
         return getattr(self, self.param_name)
 
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self) -> torch.Tensor:
         raise NotImplementedError
 
     def open_probability(self) -> torch.Tensor:
@@ -151,16 +151,16 @@ class StochasticGate(GateFamily):
         super().__init__(shape, config)
         mu0 = self.default_init if config.init is None else config.init
         self.gate_mean = nn.Parameter(torch.full(shape, float(mu0)))
-        self._noise = [noise]  # shared, so kept out of this module's children and state
+        self.noise_table = noise  # shared by all layers; a plain object, never in the state dict
 
     def _draw(self) -> torch.Tensor:
-        table = self._noise[0]
+        table = self.noise_table
         if table is None:
             return torch.randn_like(self.gate_mean)
         mean = self.gate_mean
         return table.window(mean.shape, mean.device).to(mean.dtype)
 
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self) -> torch.Tensor:
         noise = self._draw()
         return (self.gate_mean + self.config.sigma * noise).clamp(0.0, 1.0)  # clip(μ + ε, 0, 1)
 
@@ -207,10 +207,10 @@ class HardConcreteGate(GateFamily):
         init = self.default_init if config.init is None else config.init
         self.log_alpha = nn.Parameter(torch.full(shape, float(init)))
 
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self) -> torch.Tensor:
         c = self.config
         la = self.log_alpha
-        u = torch.rand(la.shape, generator=generator, device=la.device, dtype=la.dtype)
+        u = torch.rand(la.shape, device=la.device, dtype=la.dtype)
         u = u.clamp(1e-6, 1.0 - 1e-6)
         s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + la) / c.beta)
         return (s * (c.zeta - c.gamma) + c.gamma).clamp(0.0, 1.0)  # z = clip(s(ζ−γ)+γ, 0, 1)
