@@ -130,12 +130,30 @@ TEMPERATURE_GRID = [  # the learned loss temperature, for every mask method
     ),
 ]
 EDGE_POPUP_SCALE_FAN_GRID = [  # scale-fan on/off at every target (both with the temperature)
-    (f"edge-popup {s:.2f} scale-fan {'on' if on else 'off'}",
-     {"method": "edge-popup", "target_sparsity": s, "scale_fan": on})
-    for s in (0.5, 0.9, 0.95, 0.98) for on in (False, True) if not (on and s == 0.98)
+    (
+        f"edge-popup {s:.2f} scale-fan {'on' if on else 'off'}",
+        {"method": "edge-popup", "target_sparsity": s, "scale_fan": on},
+    )
+    for s in (0.5, 0.9, 0.95, 0.98)
+    for on in (False, True)
+    if not (on and s == 0.98)
 ]
-GRIDS = {"quality": QUALITY, "defaults": DEFAULTS_GRID, "temperature": TEMPERATURE_GRID,
-         "edge-popup-scale-fan": EDGE_POPUP_SCALE_FAN_GRID}
+SEEDS_GRID = [  # is the 0.90 gap one seed's noise? and the extreme-sparsity end
+    *[
+        (f"{m} 0.90 seed {seed}", {"method": m, "target_sparsity": 0.9, "seed": seed})
+        for seed in (1, 2)
+        for m in ("gates", "edge-popup")
+    ],
+    ("gates 0.99", {"method": "gates", "target_sparsity": 0.99}),
+    ("edge-popup 0.99", {"method": "edge-popup", "target_sparsity": 0.99}),
+]
+GRIDS = {
+    "seeds": SEEDS_GRID,
+    "quality": QUALITY,
+    "defaults": DEFAULTS_GRID,
+    "temperature": TEMPERATURE_GRID,
+    "edge-popup-scale-fan": EDGE_POPUP_SCALE_FAN_GRID,
+}
 
 
 def run_cell(args: tuple[str, dict, dict]) -> dict:

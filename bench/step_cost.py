@@ -55,8 +55,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--steps", type=int, default=10, help="steps per method per round")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--run-steps", type=int, default=7035,
-                        help="length of the run being modelled (15 MNIST epochs at batch 128)")
+    parser.add_argument(
+        "--run-steps",
+        type=int,
+        default=7035,
+        help="length of the run being modelled (15 MNIST epochs at batch 128)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
