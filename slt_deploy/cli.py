@@ -33,11 +33,11 @@ class SltGroup(click.Group):
 @click.group(cls=SltGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="slt-deploy")
 def cli() -> None:
-    """Find strong lottery tickets, export them, and benchmark them.
+    """Find strong lottery tickets and export them as deployable artifacts.
 
     \b
     slt-deploy search   train only a binary mask over frozen random weights
-    slt-deploy export   write ONNX, CSR or .slt artifacts from a ticket
+    slt-deploy export   write ONNX, CSR, .slt, 2:4 or TensorRT artifacts from a ticket
     slt-deploy eval     accuracy of an artifact through its own runtime
     slt-deploy info     show what a ticket or run directory holds
     """
