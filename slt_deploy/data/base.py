@@ -53,18 +53,19 @@ class DataSplit:
     notes: list[str] = field(default_factory=list)
 
     def subset(self, count: int | None) -> DataSplit:
-        """The first `count` training and test samples: for quick runs and tests."""
+        """`count` training and `count` test samples drawn by a fixed permutation (the same
+        for every run), never the first `count`: ImageFolder trees are sorted by class, and
+        their first 10,000 CIFAR-10 images are airplanes and automobiles only (measured)."""
         if count is None:
             return self
-        return DataSplit(
-            self.spec,
-            self.train_x[:count],
-            self.train_y[:count],
-            self.test_x[:count],
-            self.test_y[:count],
-            self.augment,
-            self.notes,
-        )
+
+        def pick(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[:count]
+            return x[order], y[order]
+
+        train_x, train_y = pick(self.train_x, self.train_y)
+        test_x, test_y = pick(self.test_x, self.test_y)
+        return DataSplit(self.spec, train_x, train_y, test_x, test_y, self.augment, self.notes)
 
 
 Loader = Callable[[Path | None, bool], DataSplit]

@@ -42,7 +42,12 @@ FORMATS: Registry[Writer] = Registry("export format")
 
 
 def _check_parity(parity: dict, out: Path, runtime: str) -> dict:
-    if parity["max_abs_diff"] > 1e-4:
+    """|Δ| ≤ 1e-4 · max(1, max |logit|): 1e-4 absolute for unit-scale logits, relative for large
+    ones, where an absolute 1e-4 would be below float32's resolution (measured: Conv-4 logits
+    reach 1.4e4, one ulp ≈ 1e-3, and ORT's convolutions differ from torch's there)."""
+    bound = 1e-4 * max(1.0, parity["max_abs_logit"])
+    parity["tolerance"] = bound
+    if parity["max_abs_diff"] > bound:
         raise SltError(
             f"{out}: {runtime} differs from PyTorch by {parity['max_abs_diff']:.2e} (> 1e-4)"
         )
@@ -69,6 +74,7 @@ def _csr(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict:
         "runtime": "torch.sparse (CSR)",
         "samples": len(inputs),
         "max_abs_diff": float((got - expected).abs().max()),
+        "max_abs_logit": float(expected.abs().max()),
         "same_predictions": float((got.argmax(1) == expected.argmax(1)).float().mean()),
     }
     return {"parity": _check_parity(parity, request.out, "the CSR runtime"), "index_dtype": "int32"}

@@ -84,6 +84,7 @@ def parity(path: Path, reference: nn.Module, inputs: torch.Tensor) -> dict:
         "runtime": "onnxruntime",
         "samples": len(inputs),
         "max_abs_diff": float(np.abs(got - expected).max()),
+        "max_abs_logit": float(np.abs(expected).max()),
         "same_predictions": float((got.argmax(1) == expected.argmax(1)).mean()),
     }
 

@@ -16,7 +16,9 @@ from slt_deploy.atomic import atomic_path, write_text
 from slt_deploy.data import DataSplit, load_dataset
 from slt_deploy.data.base import normalise, steps_per_epoch, train_batches
 from slt_deploy.errors import SltError
+from slt_deploy.search.batchnorm import recalibrate_batchnorm_
 from slt_deploy.search.config import SearchConfig
+from slt_deploy.search.layers import gate_families
 from slt_deploy.search.sparsity import SparsityController
 from slt_deploy.search.stats import gate_histogram, mask_state, per_layer_sparsity, totals
 from slt_deploy.search.trainer import Trainer, build_trainer
@@ -215,6 +217,8 @@ def _epoch_record(
     acc: float,
     started: float,
 ) -> dict:
+    if any(True for _ in gate_families(model)):  # relaxed masks in training: see batchnorm.py
+        recalibrate_batchnorm_(model, data, config.batch_size, config.seed, device)
     test_accuracy = evaluate(model, data.test_x, data.test_y, data, config.eval_batch_size, device)
     _, _, sparsity = totals(per_layer_sparsity(model))
     masks = mask_state(model)
