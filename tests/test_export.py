@@ -108,6 +108,9 @@ def test_conv_model_folds_batchnorm_and_keeps_predictions(conv_ticket, tmp_path)
     ops = {node.op_type for node in onnx.load(str(tmp_path / "c.onnx")).graph.node}
     assert "BatchNormalization" not in ops  # folded into the convolutions
     assert onnx_report["parity"]["max_abs_diff"] <= 1e-4
+    export(run, "slt", tmp_path / "c.slt")
+    rebuilt = export(tmp_path / "c.slt", "onnx", tmp_path / "rebuilt.onnx")
+    assert rebuilt["sha256"] == onnx_report["sha256"]  # conv + BN: same bytes from seed + mask
     export(run, "csr", tmp_path / "c.csr.safetensors")
     for artifact in (tmp_path / "c.onnx", tmp_path / "c.csr.safetensors"):
         assert evaluate_artifact(artifact, "digits")["accuracy"] == summary["test_accuracy"]

@@ -89,7 +89,9 @@ def fold(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
         setattr(parent, child, _plain_layer(layer, weight))
     for param in plain.parameters():
         param.requires_grad_(False)
-    return plain
+    # eval() again: the new layers start in training mode, and torch.fx's conv-BN fusion skips
+    # training-mode layers (the .slt rebuild then exported different bytes: measured)
+    return plain.eval()
 
 
 def from_ticket(
