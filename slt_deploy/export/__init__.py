@@ -8,7 +8,7 @@ byte-for-byte reproducible.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -140,11 +140,9 @@ def _trt(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict:
     from slt_deploy.export import trt_format
 
     options = request.trt or trt_format.BuildOptions()
-    if options.sparse is None or request.trt is None:
+    if options.sparse is None:
         structured = [is_24(m) for m in net.masks.values() if supports_24(tuple(m.shape))]
-        options = trt_format.BuildOptions(
-            **{**options.__dict__, "sparse": bool(structured) and all(structured)}
-        )
+        options = replace(options, sparse=bool(structured) and all(structured))
     return trt_format.write(net, request.out, inputs, options)
 
 

@@ -86,7 +86,8 @@ def mask_state(model: nn.Module) -> MaskState | None:
         if eligible is not None:  # 2:4: only eligible gates can be open
             z_hat = z_hat * eligible
         expected += float(source.gate.open_probability().sum())
-        kept += int(source.binary_mask().sum())
+        # τ > 0, so ẑ·eligible > τ is exactly binary_mask(), without a second ẑ and sort
+        kept += int((z_hat > source.gate.config.threshold).sum())
         soft += float(z_hat.sum())
         total += z_hat.numel()
     if total == 0:
