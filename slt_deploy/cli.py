@@ -38,6 +38,7 @@ def cli() -> None:
     \b
     slt-deploy search   train only a binary mask over frozen random weights
     slt-deploy export   write ONNX, CSR, .slt, 2:4 or TensorRT artifacts from a ticket
+    slt-deploy bench    latency, throughput and memory, dense and sparse side by side
     slt-deploy eval     accuracy of an artifact through its own runtime
     slt-deploy info     show what a ticket or run directory holds
     """
@@ -407,6 +408,153 @@ def eval_command(
             f"{artifact}: accuracy {100 * result['accuracy']:.2f}% on "
             f"{result['samples']:,} samples ({result['runtime']})"
         )
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise SltError(f"--batch-size takes integers separated by commas, got {text!r}") from None
+    return values
+
+
+@cli.command()
+@click.argument("artifacts", nargs=-1, required=True)
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda", "jetson"]),
+    default="cpu",
+    show_default=True,
+    help="Where to run; jetson must be the board itself (or use --remote).",
+)
+@click.option(
+    "--backend",
+    default="",
+    help="Comma list of torch, torch-sparse, ort, ort-trt, trt [default: by artifact type: "
+    ".onnx→ort, .csr.safetensors→torch-sparse, .engine→trt, ticket/.slt→torch].",
+)
+@click.option("--batch-size", "batch_sizes", default="1", show_default=True, help="E.g. 1,32.")
+@click.option("--threads", type=int, help="CPU threads for torch and ONNX Runtime [all cores].")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
+@click.option("--warmup-ms", type=float, default=200, show_default=True)
+@click.option("--min-iterations", type=int, default=50, show_default=True)
+@click.option("--min-seconds", type=float, default=3.0, show_default=True, help="Timed, per pair.")
+@click.option("--memory/--no-memory", default=True, show_default=True, help="Peak-memory probe.")
+@click.option("--compile", "use_compile", is_flag=True, help="torch back-end: torch.compile.")
+@click.option("--cuda-graph", is_flag=True, help="torch/trt on CUDA: replay a CUDA graph.")
+@click.option(
+    "--sparse-engine/--dense-engine",
+    default=None,
+    help="trt: TensorRT 2:4 sparse kernels [default: on for 2:4 artifacts].",
+)
+@click.option("--engine-cache", type=click.Path(path_type=Path), help="Engine cache directory.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write records here.")
+@click.option("--csv", "csv_out", type=click.Path(path_type=Path), help="Write a CSV table here.")
+@click.option("--remote", metavar="USER@HOST", help="Copy the artifacts there and bench there.")
+@click.option(
+    "--ssh-option",
+    "ssh_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Passed to ssh/scp as -o KEY=VALUE (Port=2222, IdentityFile=...).",
+)
+@click.option(
+    "--remote-command",
+    default="slt-deploy",
+    show_default=True,
+    help="How to start slt-deploy on the remote host.",
+)
+@click.option("--quiet", is_flag=True, help="No table on the terminal.")
+def bench(
+    artifacts: tuple[str, ...],
+    device: str,
+    backend: str,
+    batch_sizes: str,
+    threads: int | None,
+    precision: str,
+    warmup_ms: float,
+    min_iterations: int,
+    min_seconds: float,
+    memory: bool,
+    use_compile: bool,
+    cuda_graph: bool,
+    sparse_engine: bool | None,
+    engine_cache: Path | None,
+    json_out: Path | None,
+    csv_out: Path | None,
+    remote: str | None,
+    ssh_options: tuple[str, ...],
+    remote_command: str,
+    quiet: bool,
+) -> None:
+    """Latency (mean/p50/p90/p99), throughput, peak memory, load time and size of artifacts.
+
+    All ARTIFACTS are measured interleaved in one run and compared with the first (the
+    baseline): put the dense network first.
+
+    \b
+    slt-deploy bench dense.onnx lenet.onnx lenet.csr.safetensors --batch-size 1,32
+    slt-deploy bench r18.onnx r18-24.onnx --device cuda --backend ort,torch --json out.json
+    slt-deploy bench r18-24.onnx --device jetson --remote nvidia@orin.local
+    """
+    from rich.console import Console
+
+    from slt_deploy.bench import output
+    from slt_deploy.bench.run import BenchRequest
+    from slt_deploy.bench.run import bench as run_bench
+    from slt_deploy.bench.runners import RunnerOptions
+    from slt_deploy.bench.timing import TimingPolicy
+
+    console = Console(stderr=True, log_path=False)
+    say = (lambda _: None) if quiet else console.log
+    if remote:
+        from slt_deploy.bench.remote import run_remote
+
+        forwarded = [
+            "--device", device, "--batch-size", batch_sizes, "--precision", precision,
+            "--warmup-ms", str(warmup_ms), "--min-iterations", str(min_iterations),
+            "--min-seconds", str(min_seconds), "--memory" if memory else "--no-memory", "--quiet",
+        ]  # fmt: skip
+        for flag, value in (("--backend", backend), ("--threads", threads)):
+            if value:
+                forwarded += [flag, str(value)]
+        forwarded += ["--compile"] if use_compile else []
+        forwarded += ["--cuda-graph"] if cuda_graph else []
+        if sparse_engine is not None:
+            forwarded += ["--sparse-engine" if sparse_engine else "--dense-engine"]
+        records = run_remote(
+            remote, list(artifacts), forwarded, list(ssh_options), remote_command, say
+        )
+    else:
+        request = BenchRequest(
+            artifacts=artifacts,
+            backends=tuple(b.strip() for b in backend.split(",") if b.strip()),
+            batch_sizes=_int_list(batch_sizes),
+            device=device,
+            options=RunnerOptions(
+                device="cuda" if device == "jetson" else device,
+                threads=threads,
+                precision=precision,
+                compile=use_compile,
+                cuda_graph=cuda_graph,
+                sparse_engine=sparse_engine,
+                engine_cache=str(engine_cache) if engine_cache else None,
+            ),
+            policy=TimingPolicy(warmup_ms / 1000, min_iterations, min_seconds),
+            memory=memory,
+        )
+        records = run_bench(request, say)
+    if json_out:
+        output.write_json(json_out, records)
+    if csv_out:
+        output.write_csv(csv_out, records)
+    if not quiet:
+        wide = None if sys.stdout.isatty() else 160  # pipes and logs get every column
+        Console(width=wide).print(output.table(records))
+        for note in sorted(
+            {n for r in records for n in r.get("notes", []) + r.get("skipped_pairs", [])}
+        ):
+            console.print(f"note: {note}")
 
 
 @cli.command()

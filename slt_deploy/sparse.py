@@ -44,7 +44,19 @@ def csr_tensor(parts: dict[str, torch.Tensor], shape: tuple[int, int]) -> torch.
         raise SltError(f"malformed CSR tensor: {exc}") from None
 
 
-class SparseLinear(nn.Module):
+class _SparseLayer(nn.Module):
+    """Sparse tensors are plain attributes (nn.Module.to would not move CSR weights)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+    def to_device(self, device: torch.device | str) -> _SparseLayer:
+        self.weight = self.weight.to(device)
+        self.bias = None if self.bias is None else self.bias.to(device)
+        return self
+
+
+class SparseLinear(_SparseLayer):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
         self.weight = weight  # sparse CSR [out, in]
@@ -57,7 +69,7 @@ class SparseLinear(nn.Module):
         return y.reshape(*x.shape[:-1], -1)
 
 
-class SparseConv2d(nn.Module):
+class SparseConv2d(_SparseLayer):
     def __init__(
         self,
         weight: torch.Tensor,
@@ -102,3 +114,27 @@ def sparse_layer(
     return SparseConv2d(
         weight, bias, dense.kernel_size, dense.stride, dense.padding, dense.dilation
     )
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def sparsify_(model: nn.Module, names: list[str]) -> nn.Module:
+    """Swap the named plain Linear/Conv2d layers of a folded network for their CSR twins."""
+    for name in names:
+        dense = model.get_submodule(name)
+        bias = None if dense.bias is None else dense.bias.detach()
+        parts = csr_from_dense(dense.weight.detach())
+        replace_module(model, name, sparse_layer(dense, parts, bias))
+    return model
+
+
+def move_sparse_(model: nn.Module, device: torch.device | str) -> nn.Module:
+    model.to(device)
+    for module in model.modules():
+        if isinstance(module, _SparseLayer):
+            module.to_device(device)
+    return model

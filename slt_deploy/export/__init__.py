@@ -231,4 +231,7 @@ def export(
     fields = writer(net, request, inputs)
     parity = fields.pop("parity")
     parity["inputs"] = described
+    # where the network came from, so `bench --backend torch` can rebuild it from this file
+    fields["source_path"] = str(source)
+    fields["mask_options"] = {"threshold": threshold, "sparsity": sparsity}
     return write_report(request.out, fmt, net, parity, fields)

@@ -19,7 +19,7 @@ from slt_deploy.headers import METADATA_KEY, safetensors_header
 from slt_deploy.init import InitSpec
 from slt_deploy.models import ModelSpec, create_model
 from slt_deploy.search.layers import gateable, normalisation_
-from slt_deploy.sparse import csr_from_dense, sparse_layer
+from slt_deploy.sparse import csr_from_dense, replace_module, sparse_layer
 
 CSR_FORMAT = "slt-deploy/csr"
 CSR_VERSION = 1
@@ -76,9 +76,7 @@ def load(path: str | Path) -> tuple[nn.Module, DataSpec, dict]:
             parts = {p: tensors[f"csr.{name}.{p}"] for p in PARTS}
         except KeyError:
             raise SltError(f"{path}: CSR tensors of {name!r} are missing") from None
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, sparse_layer(dense, parts, extra.pop(f"{name}.bias", None)))
+        replace_module(model, name, sparse_layer(dense, parts, extra.pop(f"{name}.bias", None)))
     try:
         model.load_state_dict(extra, strict=True)
     except RuntimeError as exc:

@@ -122,6 +122,15 @@ class BuildOptions:
     timing_cache: Path | None = None
 
 
+def network_onnx(model: nn.Module, input_shape: tuple[int, ...], options: BuildOptions) -> bytes:
+    """The ONNX TensorRT parses: fp16 casts in the graph for fp16, fp32 for int8 calibration."""
+    from slt_deploy.export.onnx_format import fold_batchnorm, to_onnx_bytes
+
+    if options.fp16 and not options.int8:
+        return fp16_onnx(model, input_shape)
+    return to_onnx_bytes(fold_batchnorm(model), input_shape)
+
+
 def build_engine(
     model: nn.Module,
     input_shape: tuple[int, ...],
@@ -129,7 +138,18 @@ def build_engine(
     calibration: torch.Tensor | None = None,
 ) -> tuple[bytes, dict]:
     """Serialized engine bytes and the record (device, options, sparsity log)."""
-    from slt_deploy.export.onnx_format import INPUT_NAME, fold_batchnorm, to_onnx_bytes
+    onnx_bytes = network_onnx(model, input_shape, options)
+    return engine_from_onnx(onnx_bytes, input_shape, options, calibration)
+
+
+def engine_from_onnx(
+    onnx_bytes: bytes,
+    input_shape: tuple[int, ...],
+    options: BuildOptions,
+    calibration: torch.Tensor | None = None,
+) -> tuple[bytes, dict]:
+    """Build from ONNX bytes; fp16 is strongly typed, so the graph must carry the casts."""
+    from slt_deploy.export.onnx_format import INPUT_NAME
 
     trt = import_tensorrt()
     major = major_version(trt.__version__)
@@ -158,11 +178,6 @@ def build_engine(
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    onnx_bytes = (
-        fp16_onnx(model, input_shape)
-        if options.fp16 and not options.int8
-        else to_onnx_bytes(fold_batchnorm(model), input_shape)
-    )
     if not parser.parse(onnx_bytes):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise SltError(f"TensorRT could not parse the ONNX: {errors}")

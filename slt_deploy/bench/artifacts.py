@@ -1,0 +1,98 @@
+"""What an artifact is, which back-end runs it by default, and the network behind it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from slt_deploy.errors import SltError
+
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: Path
+    kind: str  # onnx | csr | engine | slt | ticket
+
+    @property
+    def label(self) -> str:
+        return self.path.name or str(self.path)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes a device must store: the file itself (a run directory's ticket)."""
+        if self.kind == "ticket" and self.path.is_dir():
+            from slt_deploy.ticket import resolve_ticket_path
+
+            return resolve_ticket_path(self.path).stat().st_size
+        return self.path.stat().st_size
+
+    def report(self) -> dict | None:
+        """The `<artifact>.json` that `export` wrote beside it, when there is one."""
+        from slt_deploy.export.report import report_path
+
+        path = report_path(self.path)
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise SltError(f"{path} is not a readable export report") from None
+
+
+DEFAULT_BACKEND = {
+    "onnx": "ort",
+    "csr": "torch-sparse",
+    "engine": "trt",
+    "slt": "torch",
+    "ticket": "torch",
+}
+
+
+def inspect(path: str | Path) -> Artifact:
+    path = Path(path)
+    if not path.exists():
+        raise SltError(f"{path} does not exist")
+    name = path.name
+    if path.is_dir() or (name.endswith(".safetensors") and not name.endswith(".csr.safetensors")):
+        return Artifact(path, "ticket")
+    if name.endswith(".csr.safetensors"):
+        return Artifact(path, "csr")
+    if path.suffix == ".onnx":
+        return Artifact(path, "onnx")
+    if path.suffix == ".slt":
+        return Artifact(path, "slt")
+    if path.suffix in ENGINE_SUFFIXES:
+        return Artifact(path, "engine")
+    raise SltError(
+        f"{path}: unknown artifact type (expected .onnx, .csr.safetensors, .slt, .engine, "
+        "a ticket .safetensors or a run directory)"
+    )
+
+
+def deployable(artifact: Artifact):
+    """The folded PyTorch network of a ticket, run directory or .slt file; of an ONNX or CSR
+    export, the one its report names as the source (so torch can run what ORT runs)."""
+    from slt_deploy.export import load_deployable
+
+    if artifact.kind in ("ticket", "slt"):
+        return load_deployable(artifact.path)
+    report = artifact.report()
+    source = (report or {}).get("source_path")
+    if artifact.kind in ("onnx", "csr") and source and Path(source).exists():
+        options = report.get("mask_options") or {}
+        net = load_deployable(
+            source,
+            options.get("threshold"),
+            options.get("sparsity"),
+            pattern_24=report.get("format") == "2:4",
+        )
+        if net.totals()[1] != report.get("weights_kept"):
+            raise SltError(f"{source} no longer matches {artifact.path} (kept weights differ)")
+        return net
+    raise SltError(
+        f"{artifact.path}: the torch back-ends need the ticket or .slt behind it and its export "
+        "report does not name one that exists here; bench the ticket itself"
+    )
