@@ -44,15 +44,20 @@ class BenchRequest:
 
 def pairs(request: BenchRequest) -> tuple[list[tuple], list[str]]:
     """(artifact, back-end) pairs to measure and notes on the pairs skipped: with an explicit
-    --backend list, a back-end that cannot run an artifact's type is skipped for it."""
+    --backend list, a back-end that cannot run an artifact's type, or not on this device, is
+    skipped for it."""
     chosen, skipped = [], []
+    device = "cpu" if request.device == "cpu" else "cuda"
     for path in request.artifacts:
         artifact = inspect(path)
         for backend in request.backends or (DEFAULT_BACKEND[artifact.kind],):
-            if artifact.kind in RUNNERS.get(backend).kinds:
-                chosen.append((artifact, backend))
-            else:
+            runner = RUNNERS.get(backend)
+            if artifact.kind not in runner.kinds:
                 skipped.append(f"{backend} cannot run {artifact.label} ({artifact.kind})")
+            elif device not in runner.devices:
+                skipped.append(f"{backend} does not run on {device} ({artifact.label})")
+            else:
+                chosen.append((artifact, backend))
     if not chosen:
         raise SltError("no back-end given can run these artifacts: " + "; ".join(skipped))
     return chosen, skipped
