@@ -448,6 +448,12 @@ def _int_list(text: str) -> tuple[int, ...]:
     help="trt: TensorRT 2:4 sparse kernels [default: on for 2:4 artifacts].",
 )
 @click.option("--engine-cache", type=click.Path(path_type=Path), help="Engine cache directory.")
+@click.option(
+    "--ort-spinning/--no-ort-spinning",
+    default=None,
+    help="ONNX Runtime worker spinning [default: on when only ORT pairs run; off when mixed, "
+    "since it slows the runners interleaved with it].",
+)
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write records here.")
 @click.option("--csv", "csv_out", type=click.Path(path_type=Path), help="Write a CSV table here.")
 @click.option("--remote", metavar="USER@HOST", help="Copy the artifacts there and bench there.")
@@ -480,6 +486,7 @@ def bench(
     cuda_graph: bool,
     sparse_engine: bool | None,
     engine_cache: Path | None,
+    ort_spinning: bool | None,
     json_out: Path | None,
     csv_out: Path | None,
     remote: str | None,
@@ -522,6 +529,8 @@ def bench(
         forwarded += ["--cuda-graph"] if cuda_graph else []
         if sparse_engine is not None:
             forwarded += ["--sparse-engine" if sparse_engine else "--dense-engine"]
+        if ort_spinning is not None:
+            forwarded += ["--ort-spinning" if ort_spinning else "--no-ort-spinning"]
         records = run_remote(
             remote, list(artifacts), forwarded, list(ssh_options), remote_command, say
         )
@@ -542,6 +551,7 @@ def bench(
             ),
             policy=TimingPolicy(warmup_ms / 1000, min_iterations, min_seconds),
             memory=memory,
+            ort_spinning=ort_spinning,
         )
         records = run_bench(request, say)
     if json_out:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -30,6 +30,7 @@ class BenchRequest:
     policy: TimingPolicy = field(default_factory=TimingPolicy)
     memory: bool = True
     power_seconds: float = 2.0  # Jetson: tegrastats sampling per pair
+    ort_spinning: bool | None = None  # None: on when only ONNX Runtime pairs are measured
 
     def validate(self) -> None:
         if not self.artifacts:
@@ -68,12 +69,17 @@ def bench(request: BenchRequest, say: Callable[[str], None] = lambda _: None) ->
     jetson = require_jetson() if request.device == "jetson" else None
     options = request.options
     if jetson is not None:
-        options = RunnerOptions(**{**asdict(options), "device": "cuda"})
+        options = replace(options, device="cuda")
         if options.sparse_engine and not jetson["sparse_tensor_cores"]:
             raise SltError(f"{jetson['model']} has no sparse tensor cores: 2:4 engines need Orin")
     if options.threads:
         torch.set_num_threads(options.threads)
     chosen, skipped = pairs(request)
+    mixed = any(not backend.startswith("ort") for _, backend in chosen)
+    if mixed and request.ort_spinning is None:
+        options = replace(options, ort_spinning=False)
+    elif request.ort_spinning is not None:
+        options = replace(options, ort_spinning=request.ort_spinning)
     machine = machine_record(options.threads)
     runners = []
     for artifact, backend in chosen:

@@ -19,6 +19,10 @@ from slt_deploy.errors import SltError
 from slt_deploy.registry import Registry
 
 FEED_SEED = 0
+SPINNING_NOTE = (
+    "ONNX Runtime's thread spinning is off: its spinning workers halve the speed of the "
+    "runners interleaved with it (measured 2x on torch CSR); costs ORT 0-10% (--ort-spinning)"
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class RunnerOptions:
     cuda_graph: bool = False  # replay a captured CUDA graph (torch, trt)
     sparse_engine: bool | None = None  # TensorRT sparse weights; None: on for 2:4 artifacts
     engine_cache: str | None = None  # directory; None: the default cache
+    ort_spinning: bool = True  # ONNX Runtime's default; `bench` turns it off when mixed
 
 
 @dataclass
@@ -252,9 +257,9 @@ class OrtRunner(Runner):
             )
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Spinning worker threads would keep burning the cores after a run and slow whichever
-        # runner comes next in the interleaved loop (measured: torch CSR p99 0.14 -> 4.3 ms).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if not self.options.ort_spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self.notes.append(SPINNING_NOTE)
         if self.options.threads:
             options.intra_op_num_threads = self.options.threads
             options.inter_op_num_threads = 1
