@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import time
 import warnings
 
@@ -33,7 +34,7 @@ SHAPES = {"784-1024-1024-10": (784, 1024, 1024, 10), "784-4096-4096-10": (784, 4
 
 def masked_weights(widths, density, block, generator):
     out = []
-    for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
+    for fan_in, fan_out in itertools.pairwise(widths):
         w = torch.randn(fan_out, fan_in, generator=generator)
         if block == 1 or fan_out % block or fan_in % block:
             keep = torch.rand(fan_out, fan_in, generator=generator) < density
@@ -52,8 +53,11 @@ def onnx_session(weights, threads):
         layers += [linear, torch.nn.ReLU()]
     model = torch.nn.Sequential(*layers[:-1]).eval()
     buffer = io.BytesIO()
-    torch.onnx.export(model, torch.randn(1, weights[0].shape[1]), buffer, dynamo=False,
-                      input_names=["x"], dynamic_axes={"x": {0: "b"}}, opset_version=17)  # fmt: skip
+    example = torch.randn(1, weights[0].shape[1])
+    axes = {"x": {0: "b"}}
+    torch.onnx.export(
+        model, example, buffer, dynamo=False, input_names=["x"], dynamic_axes=axes, opset_version=17
+    )
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")

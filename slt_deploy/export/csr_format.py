@@ -65,7 +65,8 @@ def load(path: str | Path) -> tuple[nn.Module, DataSpec, dict]:
         layers = [str(n) for n in meta["layers"]]
     except (SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
         raise SltError(f"{path}: damaged CSR artifact ({exc})") from None
-    model = normalisation_(create_model(spec, data), bool(meta.get("affine_bn", False)))
+    with torch.device("meta"):  # shapes only: dense weights would double the peak memory
+        model = normalisation_(create_model(spec, data), bool(meta.get("affine_bn", False)))
     names = [n for n, m in model.named_modules() if n and gateable(m, n)]
     if sorted(names) != sorted(layers):
         raise SltError(f"{path}: layers do not match the model {spec.name!r}")
@@ -78,7 +79,9 @@ def load(path: str | Path) -> tuple[nn.Module, DataSpec, dict]:
             raise SltError(f"{path}: CSR tensors of {name!r} are missing") from None
         replace_module(model, name, sparse_layer(dense, parts, extra.pop(f"{name}.bias", None)))
     try:
-        model.load_state_dict(extra, strict=True)
+        model.load_state_dict(extra, strict=True, assign=True)
     except RuntimeError as exc:
         raise SltError(f"{path}: tensors do not fit the model ({exc})") from None
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        raise SltError(f"{path}: the artifact lacks some of the model's tensors")
     return model.eval(), data, meta
