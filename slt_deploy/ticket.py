@@ -65,7 +65,11 @@ class Ticket:
 
 def build_search_model(config: SearchConfig, data: DataSpec) -> nn.Module:
     """The network a search trains: the registry's model with the method's surgery applied."""
-    model = create_model(ModelSpec(config.model, config.model_kwargs), data)
+    # Parameters that are not regenerated from the seed (ViT's position embeddings, class
+    # token, ...) come from torch's generator: seeded, so every rank and every rerun agrees.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = create_model(ModelSpec(config.model, config.model_kwargs), data)
     return METHODS.get(config.method).prepare(model, config, init_spec(config))
 
 

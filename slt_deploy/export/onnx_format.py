@@ -27,6 +27,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     """Conv→BatchNorm pairs fused (torch.fx's fuse); the model unchanged where FX cannot trace."""
     from torch.fx.experimental.optimization import fuse
 
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model  # nothing to fold; FX tracing would only add risk (timm attention)
     try:
         return fuse(model)
     except Exception:  # untraceable control flow: keep BN as its own op (still exact)

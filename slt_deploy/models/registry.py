@@ -34,10 +34,24 @@ def register_model(name: str) -> Callable[[Builder], Builder]:
     return MODELS.register(name)
 
 
+TIMM_PREFIX = "timm:"
+
+
+def _builder(name: str) -> Builder:
+    if name.startswith(TIMM_PREFIX):  # any timm model, by its timm name
+        from functools import partial
+
+        from slt_deploy.models.timm_nets import build_timm
+
+        return partial(build_timm, name[len(TIMM_PREFIX) :])
+    return MODELS.get(name)
+
+
 def create_model(spec: ModelSpec, data: DataSpec) -> nn.Module:
-    builder = MODELS.get(spec.name)
+    builder = _builder(spec.name)
     accepted = inspect.signature(builder).parameters
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
     unknown = sorted(set(spec.kwargs) - set(accepted))
-    if unknown:
+    if unknown and not open_ended:
         raise SltError(f"model {spec.name!r} does not take {', '.join(unknown)}")
     return builder(input_shape=tuple(data.input_shape), num_classes=data.num_classes, **spec.kwargs)

@@ -211,6 +211,24 @@ def normalisation_(model: nn.Module, affine_bn: bool) -> nn.Module:
     return model
 
 
+def freeze_all_but_masks_(model: nn.Module, affine_bn: bool) -> nn.Module:
+    """A ticket learns its mask and nothing else: parameters outside the masked layers
+    (LayerNorm, position embeddings, class tokens, Swin's relative-position tables) stay at
+    their seeded init and travel in the ticket; affine BN is learned only with --affine-bn."""
+    keep = {id(p) for _, layer in masked_layers(model) for p in layer.parameters()}
+    if affine_bn:
+        keep |= {
+            id(p)
+            for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for p in m.parameters()
+        }
+    for param in model.parameters():
+        if id(param) not in keep:
+            param.requires_grad_(False)
+    return model
+
+
 def masked_layers(model: nn.Module) -> Iterator[tuple[str, MaskedLayer]]:
     for name, module in model.named_modules():
         if isinstance(module, MaskedLayer):

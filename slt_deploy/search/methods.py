@@ -18,6 +18,7 @@ from slt_deploy.search.layers import (
     EdgePopupScores,
     GateSource,
     MaskSource,
+    freeze_all_but_masks_,
     gate_,
     gateable,
     init_dense_,
@@ -75,9 +76,10 @@ class GatesMethod(Method):
             )
             return GateSource(family(shape, gates, noise), pattern)
 
-        return gate_(
+        model = gate_(
             normalisation_(model, config.affine_bn), source, init, learn_bias=config.learn_bias
         )
+        return freeze_all_but_masks_(model, config.affine_bn)
 
 
 class EdgePopupMethod(Method):
@@ -87,9 +89,10 @@ class EdgePopupMethod(Method):
         def source(shape: tuple[int, ...]) -> MaskSource:
             return EdgePopupScores(shape, density)
 
-        return gate_(
+        model = gate_(
             normalisation_(model, config.affine_bn), source, init, learn_bias=config.learn_bias
         )
+        return freeze_all_but_masks_(model, config.affine_bn)
 
 
 class DenseMethod(Method):
