@@ -70,10 +70,13 @@ SEARCH_FIELDS = {  # click parameter name -> SearchConfig field, where they diff
     "--model",
     default="lenet-300-100",
     show_default=True,
-    help="Model name: lenet-300-100, fc, conv2, conv4, conv6, conv8.",
+    help="lenet-300-100, fc, conv2/4/6/8, resnet18, resnet50, wide_resnet50_2, wrn-28-10, "
+    "vit_tiny/small/base, swin_tiny, or timm:<any timm model>.",
 )
 @click.option("--width", type=float, help="Width of `fc` (neurons) or width multiplier of convN.")
 @click.option("--depth", type=int, help="Hidden layers of `fc`.")
+@click.option("--img-size", type=int, help="timm ViT/Swin: input size [the data set's].")
+@click.option("--patch-size", type=int, help="timm ViT/Swin: patch size [4 or 2 at 32 px].")
 @click.option(
     "--model-arg",
     "model_args",
@@ -233,6 +236,8 @@ def search(
     recipe: Path | None,
     width: float | None,
     depth: int | None,
+    img_size: int | None,
+    patch_size: int | None,
     model_args: tuple[str, ...],
     out: Path,
     resume: bool,
@@ -268,6 +273,9 @@ def search(
         kwargs["width"] = int(width) if settings["model"] == "fc" else width
     if depth is not None:
         kwargs["depth"] = depth
+    for key, value in (("img_size", img_size), ("patch_size", patch_size)):
+        if value is not None:
+            kwargs[key] = value
     settings["model_kwargs"] = kwargs
     config = SearchConfig.from_dict(settings).validate()
     summary = run_search(config, out, resume=resume, force=force, progress=not quiet)

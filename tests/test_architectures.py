@@ -5,14 +5,14 @@ import json
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 from slt_deploy.data.base import DataSpec
 from slt_deploy.errors import SltError
 from slt_deploy.evaluate import evaluate_artifact
 from slt_deploy.export import export
 from slt_deploy.models import ModelSpec, create_model
-from slt_deploy.search.config import SearchConfig
+from slt_deploy.search.config import SearchConfig, load_recipe
 from slt_deploy.search.layers import masked_layers
 from slt_deploy.search.loop import search
 from slt_deploy.search.methods import METHODS, init_spec
@@ -23,10 +23,11 @@ CIFAR = DataSpec(
 
 
 def _tiny(model: str, cifar_tar, **kw) -> SearchConfig:
-    return SearchConfig(
+    settings = dict(
         model=model, data="cifar10", data_dir=str(cifar_tar), subset=32, max_steps=1,
-        batch_size=16, eval_batch_size=32, target_sparsity=0.5, **kw,
+        batch_size=16, eval_batch_size=32, target_sparsity=0.5,
     )  # fmt: skip
+    return SearchConfig(**{**settings, **kw})
 
 
 @pytest.mark.parametrize(
@@ -117,3 +118,32 @@ def test_method_surgery_counts_gated_weights():
     convs = [m for m in plain.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     assert total == sum(m.weight.numel() for m in convs)
     assert init_spec(SearchConfig(model="resnet18")).seed == 0 and "gates" in METHODS.names()
+
+
+RECIPES = sorted((ROOT / "search" / "recipes").glob("*.toml"))
+
+
+def test_recipes_cover_the_paper_settings_and_validate():
+    names = {p.stem for p in RECIPES}
+    assert {"lenet-300-100-mnist", "conv4-cifar10", "conv6-cifar10", "resnet18-cifar10",
+            "resnet50-cifar10", "wrn-28-10-cifar10", "vit-tiny-cifar10",
+            "swin-tiny-cifar10"} <= names  # fmt: skip
+    for path in RECIPES:
+        config = SearchConfig.from_dict(load_recipe(path)).validate()
+        data = CIFAR if "cifar" in path.stem else DataSpec("mnist", (1, 28, 28), 10, [0.1], [0.3])
+        create_model(ModelSpec(config.model, config.model_kwargs), data)
+
+
+def test_recipe_with_command_line_overrides(cifar_tar, tmp_path):
+    recipe = ROOT / "search" / "recipes" / "vit-tiny-cifar10.toml"
+    done = run_cli(
+        "search", "--recipe", str(recipe), "--data-dir", str(cifar_tar), "--subset", "32",
+        "--max-steps", "1", "--batch-size", "16", "--img-size", "32", "--patch-size", "8",
+        "--out", str(tmp_path / "run"), "--quiet",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["model"] == "vit_tiny" and config["epochs"] == 100
+    assert (
+        config["model_kwargs"] == {"patch_size": 8, "img_size": 32} and config["batch_size"] == 16
+    )
