@@ -40,6 +40,8 @@ def cli() -> None:
     slt-deploy export   write ONNX, CSR, .slt, 2:4 or TensorRT artifacts from a ticket
     slt-deploy bench    latency, throughput and memory, dense and sparse side by side
     slt-deploy eval     accuracy of an artifact through its own runtime
+    slt-deploy sweep    a grid of searches: methods x sparsities x seeds
+    slt-deploy report   plots and tables of a sweep or a run (PNG, Markdown, HTML)
     slt-deploy info     show what a ticket or run directory holds
     """
 
@@ -60,169 +62,241 @@ SEARCH_FIELDS = {  # click parameter name -> SearchConfig field, where they diff
 }
 
 
+SEARCH_OPTIONS = {  # shared by `search` and `sweep`
+    "--recipe": click.option(
+        "--recipe",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="TOML recipe of search settings; options given here override it.",
+    ),
+    "--model": click.option(
+        "--model",
+        default="lenet-300-100",
+        show_default=True,
+        help="lenet-300-100, fc, conv2/4/6/8, resnet18, resnet50, wide_resnet50_2, wrn-28-10, "
+        "vit_tiny/small/base, swin_tiny, or timm:<any timm model>.",
+    ),
+    "--width": click.option(
+        "--width", type=float, help="Width of `fc` (neurons) or width multiplier of convN."
+    ),
+    "--depth": click.option("--depth", type=int, help="Hidden layers of `fc`."),
+    "--img-size": click.option(
+        "--img-size", type=int, help="timm ViT/Swin: input size [the data set's]."
+    ),
+    "--patch-size": click.option(
+        "--patch-size", type=int, help="timm ViT/Swin: patch size [4 or 2 at 32 px]."
+    ),
+    "--model-arg": click.option(
+        "--model-arg",
+        "model_args",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Any other keyword argument of the model builder (repeatable).",
+    ),
+    "--data": click.option(
+        "--data",
+        default="digits",
+        show_default=True,
+        help="mnist, fashion-mnist, cifar10, imagefolder:PATH, or digits (embedded).",
+    ),
+    "--data-dir": click.option(
+        "--data-dir",
+        type=click.Path(path_type=Path),
+        help="Folder holding the data set's files (IDX, CIFAR batches, ImageFolder, .tar).",
+    ),
+    "--download": click.option(
+        "--download/--no-download",
+        default=False,
+        show_default=True,
+        help="Fetch the data set with torchvision when missing (needs internet).",
+    ),
+    "--subset": click.option(
+        "--subset", type=int, help="Use only the first N training and test samples."
+    ),
+    "--max-steps": click.option(
+        "--max-steps", type=int, help="Stop after N optimizer steps (quick runs)."
+    ),
+    "--method": click.option(
+        "--method",
+        type=click.Choice(["gates", "edge-popup", "dense"]),
+        default="gates",
+        show_default=True,
+        help="Relaxed Bernoulli gates, the edge-popup baseline, or "
+        "ordinary dense training (the accuracy ceiling).",
+    ),
+    "--gate": click.option(
+        "--gate",
+        "gate_family",
+        type=click.Choice(["stg", "hard-concrete"]),
+        default="stg",
+        show_default=True,
+        help="Gate family (DESIGN.md, 'Method').",
+    ),
+    "--sigma": click.option(
+        "--sigma", type=float, default=0.5, show_default=True, help="Noise σ of stg gates."
+    ),
+    "--noise": click.option(
+        "--noise",
+        type=click.Choice(["table", "fresh"]),
+        default="table",
+        show_default=True,
+        help="stg noise: windows of a shared N(0,1) table (fast) or fresh draws every step.",
+    ),
+    "--compile": click.option(
+        "--compile/--no-compile",
+        default=None,
+        help="Fuse the stg gate maths into compiled kernels (torch.compile; a one-time compile "
+        "of ~15 s, cached). Default: on for runs of 2,000 steps or more. Same maths either way.",
+    ),
+    "--loss-temperature": click.option(
+        "--loss-temperature",
+        type=click.Choice(["auto", "none", "learned"]),
+        default="auto",
+        show_default=True,
+        help="Scale logits inside the loss by a learned scalar (changes no prediction; "
+        "compensates the shrinking of masked, bias-free networks). auto: learned for gates "
+        "and edge-popup, none for dense.",
+    ),
+    "--gate-init": click.option(
+        "--gate-init",
+        type=float,
+        help="Initial μ (stg, default 0.5) or log α (hard-concrete, default 2.0).",
+    ),
+    "--threshold": click.option(
+        "--threshold",
+        type=float,
+        default=0.5,
+        show_default=True,
+        help="τ: a weight is kept when its deterministic gate ẑ > τ.",
+    ),
+    "--granularity": click.option(
+        "--granularity",
+        type=click.Choice(["unstructured", "2:4"]),
+        default="unstructured",
+        show_default=True,
+        help="unstructured: a gate per weight. 2:4: a gate per weight, at most 2 kept in every "
+        "group of 4 consecutive input channels (sparse tensor cores, TensorRT); layers whose input "
+        "channels are not a multiple of 4 stay unstructured.",
+    ),
+    "--init": click.option(
+        "--init",
+        type=click.Choice(["uniform", "signed-constant", "kaiming-normal"]),
+        help="Frozen weight scheme [default: the method's best: uniform for gates, "
+        "signed-constant for edge-popup, kaiming-normal for dense].",
+    ),
+    "--init-gain": click.option(
+        "--init-gain", type=float, help="Gain of the weight scale gain/√fan_in [√2]."
+    ),
+    "--scale-fan": click.option(
+        "--scale-fan/--no-scale-fan",
+        default=None,
+        help="Scale weights by 1/√(1 − target sparsity) so masked layers keep unit-scale "
+        "activations (edge-popup's scale_fan) [default: the method's best].",
+    ),
+    "--target-sparsity": click.option(
+        "--target-sparsity",
+        type=float,
+        help="Fraction of gated weights to remove, in (0, 1); λ is steered to reach it.",
+    ),
+    "--l0": click.option(
+        "--l0", type=float, help="Fix λ of the expected-L0 penalty instead of a target."
+    ),
+    "--epochs": click.option("--epochs", type=int, default=15, show_default=True),
+    "--batch-size": click.option("--batch-size", type=int, default=128, show_default=True),
+    "--optimizer": click.option(
+        "--optimizer",
+        type=click.Choice(["adam", "sgd"]),
+        help="[default: adam for gates, sgd for edge-popup and dense]",
+    ),
+    "--lr": click.option("--lr", type=float, help="Learning rate [default: the method's best]."),
+    "--momentum": click.option("--momentum", type=float, help="SGD momentum [0.9]."),
+    "--weight-decay": click.option(
+        "--weight-decay",
+        type=float,
+        help="Weight decay of scores/weights [1e-4]; gates always use 0.",
+    ),
+    "--schedule": click.option(
+        "--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True
+    ),
+    "--seed": click.option(
+        "--seed",
+        type=int,
+        default=0,
+        show_default=True,
+        help="Seed of the frozen weights, the gate noise and the data order.",
+    ),
+    "--device": click.option(
+        "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+    ),
+    "--amp": click.option(
+        "--amp/--no-amp",
+        default=True,
+        show_default=True,
+        help="bf16 autocast on CUDA (ignored on CPU).",
+    ),
+    "--learn-bias": click.option(
+        "--learn-bias",
+        is_flag=True,
+        help="Learn biases too (then the result is no longer a pure strong ticket).",
+    ),
+    "--affine-bn": click.option(
+        "--affine-bn",
+        is_flag=True,
+        help="Learn BatchNorm scale and shift (then no longer a pure strong ticket).",
+    ),
+}
+
+
+def search_options(exclude: tuple[str, ...] = ()):
+    """Apply SEARCH_OPTIONS (less `exclude`) to a command, in --help order."""
+
+    def decorate(command):
+        for flag, option in reversed(SEARCH_OPTIONS.items()):
+            if flag not in exclude:
+                command = option(command)
+        return command
+
+    return decorate
+
+
+def _settings(
+    ctx: click.Context,
+    recipe: Path | None,
+    width: float | None,
+    depth: int | None,
+    img_size: int | None,
+    patch_size: int | None,
+    model_args: tuple[str, ...],
+    options: dict,
+) -> dict:
+    """SearchConfig fields from a recipe overridden by the options given on the command line."""
+    from slt_deploy.search.config import load_recipe
+
+    settings: dict = load_recipe(recipe) if recipe else {}
+    explicit = {
+        name
+        for name in options
+        if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+    }
+    for name, value in options.items():
+        field = SEARCH_FIELDS.get(name, name)
+        if name in explicit or field not in settings:
+            settings[field] = str(value) if isinstance(value, Path) else value
+    kwargs = dict(settings.get("model_kwargs", {}))
+    for key, value in map(_parse_kwarg, model_args):
+        kwargs[key] = value
+    if width is not None:
+        kwargs["width"] = int(width) if settings["model"] == "fc" else width
+    if depth is not None:
+        kwargs["depth"] = depth
+    for key, value in (("img_size", img_size), ("patch_size", patch_size)):
+        if value is not None:
+            kwargs[key] = value
+    settings["model_kwargs"] = kwargs
+    return settings
+
+
 @cli.command()
-@click.option(
-    "--recipe",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="TOML recipe of search settings; options given here override it.",
-)
-@click.option(
-    "--model",
-    default="lenet-300-100",
-    show_default=True,
-    help="lenet-300-100, fc, conv2/4/6/8, resnet18, resnet50, wide_resnet50_2, wrn-28-10, "
-    "vit_tiny/small/base, swin_tiny, or timm:<any timm model>.",
-)
-@click.option("--width", type=float, help="Width of `fc` (neurons) or width multiplier of convN.")
-@click.option("--depth", type=int, help="Hidden layers of `fc`.")
-@click.option("--img-size", type=int, help="timm ViT/Swin: input size [the data set's].")
-@click.option("--patch-size", type=int, help="timm ViT/Swin: patch size [4 or 2 at 32 px].")
-@click.option(
-    "--model-arg",
-    "model_args",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Any other keyword argument of the model builder (repeatable).",
-)
-@click.option(
-    "--data",
-    default="digits",
-    show_default=True,
-    help="mnist, fashion-mnist, cifar10, imagefolder:PATH, or digits (embedded).",
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    help="Folder holding the data set's files (IDX, CIFAR batches, ImageFolder, .tar).",
-)
-@click.option(
-    "--download/--no-download",
-    default=False,
-    show_default=True,
-    help="Fetch the data set with torchvision when missing (needs internet).",
-)
-@click.option("--subset", type=int, help="Use only the first N training and test samples.")
-@click.option("--max-steps", type=int, help="Stop after N optimizer steps (quick runs).")
-@click.option(
-    "--method",
-    type=click.Choice(["gates", "edge-popup", "dense"]),
-    default="gates",
-    show_default=True,
-    help="Relaxed Bernoulli gates, the edge-popup baseline, or "
-    "ordinary dense training (the accuracy ceiling).",
-)
-@click.option(
-    "--gate",
-    "gate_family",
-    type=click.Choice(["stg", "hard-concrete"]),
-    default="stg",
-    show_default=True,
-    help="Gate family (DESIGN.md, 'Method').",
-)
-@click.option("--sigma", type=float, default=0.5, show_default=True, help="Noise σ of stg gates.")
-@click.option(
-    "--noise",
-    type=click.Choice(["table", "fresh"]),
-    default="table",
-    show_default=True,
-    help="stg noise: windows of a shared N(0,1) table (fast) or fresh draws every step.",
-)
-@click.option(
-    "--compile/--no-compile",
-    default=None,
-    help="Fuse the stg gate maths into compiled kernels (torch.compile; a one-time compile "
-    "of ~15 s, cached). Default: on for runs of 2,000 steps or more. Same maths either way.",
-)
-@click.option(
-    "--loss-temperature",
-    type=click.Choice(["auto", "none", "learned"]),
-    default="auto",
-    show_default=True,
-    help="Scale logits inside the loss by a learned scalar (changes no prediction; "
-    "compensates the shrinking of masked, bias-free networks). auto: learned for gates "
-    "and edge-popup, none for dense.",
-)
-@click.option(
-    "--gate-init",
-    type=float,
-    help="Initial μ (stg, default 0.5) or log α (hard-concrete, default 2.0).",
-)
-@click.option(
-    "--threshold",
-    type=float,
-    default=0.5,
-    show_default=True,
-    help="τ: a weight is kept when its deterministic gate ẑ > τ.",
-)
-@click.option(
-    "--granularity",
-    type=click.Choice(["unstructured", "2:4"]),
-    default="unstructured",
-    show_default=True,
-    help="unstructured: a gate per weight. 2:4: a gate per weight, at most 2 kept in every group "
-    "of 4 consecutive input channels (sparse tensor cores, TensorRT); layers whose input "
-    "channels are not a multiple of 4 stay unstructured.",
-)
-@click.option(
-    "--init",
-    type=click.Choice(["uniform", "signed-constant", "kaiming-normal"]),
-    help="Frozen weight scheme [default: the method's best: uniform for gates, "
-    "signed-constant for edge-popup, kaiming-normal for dense].",
-)
-@click.option("--init-gain", type=float, help="Gain of the weight scale gain/√fan_in [√2].")
-@click.option(
-    "--scale-fan/--no-scale-fan",
-    default=None,
-    help="Scale weights by 1/√(1 − target sparsity) so masked layers keep unit-scale "
-    "activations (edge-popup's scale_fan) [default: the method's best].",
-)
-@click.option(
-    "--target-sparsity",
-    type=float,
-    help="Fraction of gated weights to remove, in (0, 1); λ is steered to reach it.",
-)
-@click.option("--l0", type=float, help="Fix λ of the expected-L0 penalty instead of a target.")
-@click.option("--epochs", type=int, default=15, show_default=True)
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option(
-    "--optimizer",
-    type=click.Choice(["adam", "sgd"]),
-    help="[default: adam for gates, sgd for edge-popup and dense]",
-)
-@click.option("--lr", type=float, help="Learning rate [default: the method's best].")
-@click.option("--momentum", type=float, help="SGD momentum [0.9].")
-@click.option(
-    "--weight-decay", type=float, help="Weight decay of scores/weights [1e-4]; gates always use 0."
-)
-@click.option(
-    "--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True
-)
-@click.option(
-    "--seed",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Seed of the frozen weights, the gate noise and the data order.",
-)
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
-)
-@click.option(
-    "--amp/--no-amp",
-    default=True,
-    show_default=True,
-    help="bf16 autocast on CUDA (ignored on CPU).",
-)
-@click.option(
-    "--learn-bias",
-    is_flag=True,
-    help="Learn biases too (then the result is no longer a pure strong ticket).",
-)
-@click.option(
-    "--affine-bn",
-    is_flag=True,
-    help="Learn BatchNorm scale and shift (then no longer a pure strong ticket).",
-)
+@search_options()
 @click.option(
     "--out", type=click.Path(path_type=Path), required=True, help="Run directory to write."
 )
@@ -252,37 +326,137 @@ def search(
     slt-deploy search --model lenet-300-100 --data mnist --data-dir DIR \\
         --target-sparsity 0.9 --epochs 15 --out runs/lenet-gates
     """
-    from slt_deploy.search.config import SearchConfig, load_recipe
+    from slt_deploy.search.config import SearchConfig
     from slt_deploy.search.loop import search as run_search
     from slt_deploy.summary import print_summary
 
-    settings: dict = load_recipe(recipe) if recipe else {}
-    explicit = {
-        name
-        for name in options
-        if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
-    }
-    for name, value in options.items():
-        field = SEARCH_FIELDS.get(name, name)
-        if name in explicit or field not in settings:
-            settings[field] = str(value) if isinstance(value, Path) else value
-    kwargs = dict(settings.get("model_kwargs", {}))
-    for key, value in map(_parse_kwarg, model_args):
-        kwargs[key] = value
-    if width is not None:
-        kwargs["width"] = int(width) if settings["model"] == "fc" else width
-    if depth is not None:
-        kwargs["depth"] = depth
-    for key, value in (("img_size", img_size), ("patch_size", patch_size)):
-        if value is not None:
-            kwargs[key] = value
-    settings["model_kwargs"] = kwargs
+    settings = _settings(ctx, recipe, width, depth, img_size, patch_size, model_args, options)
     config = SearchConfig.from_dict(settings).validate()
     summary = run_search(config, out, resume=resume, force=force, progress=not quiet)
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
     elif not quiet:
         print_summary(summary, out)
+
+
+@cli.command()
+@search_options(exclude=("--method", "--target-sparsity", "--seed"))
+@click.option(
+    "--methods",
+    default="gates,edge-popup,dense",
+    show_default=True,
+    help="Comma-separated: gates (the --gate family), gates:stg, gates:hard-concrete, "
+    "edge-popup, dense (one cell per seed, no sparsity).",
+)
+@click.option(
+    "--sparsities",
+    default="0.5,0.7,0.8,0.9,0.95,0.98",
+    show_default=True,
+    help="Target sparsities, comma-separated.",
+)
+@click.option("--seeds", default="0", show_default=True, help="Seeds, comma-separated: 0,1,2.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Cells run in parallel processes; CPU threads are split between them.",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Sweep directory (resumable)."
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def sweep(
+    ctx: click.Context,
+    recipe: Path | None,
+    width: float | None,
+    depth: int | None,
+    img_size: int | None,
+    patch_size: int | None,
+    model_args: tuple[str, ...],
+    methods: str,
+    sparsities: str,
+    seeds: str,
+    jobs: int,
+    out: Path,
+    quiet: bool,
+    **options,
+) -> None:
+    """Run a grid of searches (methods x sparsities x seeds), one run directory per cell.
+
+    Run it again to continue: finished cells are skipped, interrupted ones resume from their
+    checkpoint. results.csv collects every finished cell; `slt-deploy report` plots it.
+
+    \b
+    slt-deploy sweep --model lenet-300-100 --data mnist --data-dir DIR \\
+        --methods gates,edge-popup --sparsities 0.5,0.9,0.98 --seeds 0,1,2 --out sweeps/lenet
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from slt_deploy.search.config import SearchConfig
+    from slt_deploy.sweep import grid, parse_floats, parse_methods, run_sweep, seeds_from
+
+    base = _settings(ctx, recipe, width, depth, img_size, patch_size, model_args, options)
+    cells = grid(
+        parse_methods(methods, base.get("gate", "stg")),
+        parse_floats(sparsities, "--sparsities"),
+        seeds_from(seeds),
+    )
+    for cell in cells[:1]:  # the base settings fail here, once, rather than in every cell
+        SearchConfig.from_dict(cell.settings(base)).validate()
+    console = Console(stderr=True, quiet=quiet)
+    columns = (TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[info]}"))  # fmt: skip
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("sweep", total=len(cells), info="")
+
+        def on_cell(cell, result: dict) -> None:
+            info = f"{cell.name}: {result['status']}"
+            if "summary" in result:
+                s = result["summary"]
+                info += f" acc {100 * s['test_accuracy']:.2f}% sparsity {100 * s['sparsity']:.1f}%"
+            bar.update(task, advance=1, info=info)
+            if result["status"] == "failed":
+                console.print(f"[red]{cell.name} failed:[/] {result['error']}")
+
+        rows = run_sweep(base, cells, out, jobs=jobs, on_cell=on_cell)
+    click.echo(
+        f"{len(rows)} finished cells in {out / 'results.csv'}; plot: slt-deploy report {out}"
+    )
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Write here instead of into PATH.")
+@click.option(
+    "--levels",
+    help="Accuracy levels for the sparsity-at-accuracy table, e.g. 0.95,0.96,0.97 "
+    "[1, 2, 3 and 5 points below the best].",
+)
+@click.option(
+    "--bench",
+    "bench_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="bench --json files of the cells' artifacts (also read from PATH/bench/*.json).",
+)
+def report(path: Path, out: Path | None, levels: str | None, bench_files: tuple[Path, ...]) -> None:
+    """Figures (PNG), results.md and a self-contained report.html for a sweep or a run.
+
+    \b
+    slt-deploy report sweeps/lenet    accuracy vs sparsity per method, seeds as error bars
+    slt-deploy report runs/r18        curves over epochs, per-layer sparsity, gate histogram
+    """
+    from slt_deploy.report import build_report
+    from slt_deploy.sweep import parse_floats
+
+    parsed = parse_floats(levels, "--levels") if levels else None
+    written = build_report(path, out, parsed, bench_files)
+    click.echo(
+        f"wrote {written['html']}, {written['markdown']} and {len(written['figures'])} figures"
+    )
 
 
 @cli.command()

@@ -1,0 +1,148 @@
+"""Numbers behind the plots: seeds aggregated per (method, target), and the questions people
+ask of an accuracy-sparsity curve (where does each method drop; how sparse at a given
+accuracy; does "nearly double the sparsity of edge-popup" hold)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from slt_deploy.sweep import method_label
+
+
+@dataclass
+class Point:
+    method: str
+    target: float | None
+    sparsity_mean: float
+    sparsity_std: float
+    accuracy_mean: float
+    accuracy_std: float
+    seeds: int
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def aggregate(rows: list[dict]) -> list[Point]:
+    """Mean and sample std over seeds of each (method, target sparsity)."""
+    groups: dict[tuple[str, float | None], list[dict]] = {}
+    for row in rows:
+        key = (method_label(row["method"], row["gate"]), row["target_sparsity"])
+        groups.setdefault(key, []).append(row)
+    points = []
+    for (method, target), members in groups.items():
+        acc = [float(r["test_accuracy"]) for r in members]
+        sp = [float(r["sparsity"]) for r in members]
+        points.append(
+            Point(method, target, statistics.fmean(sp), _std(sp), statistics.fmean(acc), _std(acc),
+                  len(members))
+        )  # fmt: skip
+    return sorted(points, key=lambda p: (p.method, p.target if p.target is not None else -1.0))
+
+
+def curves(points: list[Point]) -> dict[str, list[Point]]:
+    """Per sparse method, its points in order of sparsity (dense is a reference, not a curve)."""
+    out: dict[str, list[Point]] = {}
+    for p in points:
+        if p.method != "dense":
+            out.setdefault(p.method, []).append(p)
+    return {m: sorted(ps, key=lambda p: p.sparsity_mean) for m, ps in out.items()}
+
+
+def dense_reference(points: list[Point]) -> Point | None:
+    return next((p for p in points if p.method == "dense"), None)
+
+
+def first_drop(curve: list[Point], points: float = 0.01) -> Point | None:
+    """Past the method's best point, the least sparse one whose mean accuracy is `points`
+    below that best (None: it never drops within the measured range)."""
+    best = max(curve, key=lambda p: p.accuracy_mean)
+    return next(
+        (p for p in curve
+         if p.sparsity_mean > best.sparsity_mean and p.accuracy_mean < best.accuracy_mean - points),
+        None,
+    )  # fmt: skip
+
+
+def sparsity_at(curve: list[Point], level: float) -> float | None:
+    """The highest measured mean sparsity at which mean accuracy still reaches `level`."""
+    reached = [p.sparsity_mean for p in curve if p.accuracy_mean >= level]
+    return max(reached) if reached else None
+
+
+def default_levels(points: list[Point]) -> list[float]:
+    """Whole percentages 1, 2, 3 and 5 points below the best sparse accuracy."""
+    sparse = [p.accuracy_mean for p in points if p.method != "dense"]
+    if not sparse:
+        return []
+    top = math.floor(100 * max(sparse))
+    return [(top - k) / 100 for k in (1, 2, 3, 5) if top - k > 0]
+
+
+def _pct(x: float | None, std: float | None = None) -> str:
+    if x is None:
+        return "–"
+    return f"{100 * x:.2f}" + (f" ± {100 * std:.2f}" if std else "")
+
+
+def result_table(points: list[Point]) -> list[list[str]]:
+    header = ["method", "target sparsity", "sparsity %", "test accuracy %", "seeds"]
+    rows = [
+        [p.method, "–" if p.target is None else f"{p.target:g}",
+         _pct(p.sparsity_mean, p.sparsity_std), _pct(p.accuracy_mean, p.accuracy_std),
+         str(p.seeds)]
+        for p in points
+    ]  # fmt: skip
+    return [header, *rows]
+
+
+def drop_table(points: list[Point]) -> list[list[str]]:
+    header = [
+        "method",
+        "best accuracy %",
+        "at sparsity %",
+        "first point ≥ 1 below best",
+        "accuracy %",
+    ]
+    rows = []
+    for method, curve in curves(points).items():
+        best = max(curve, key=lambda p: p.accuracy_mean)
+        drop = first_drop(curve)
+        rows.append([method, _pct(best.accuracy_mean), _pct(best.sparsity_mean),
+                     "none measured" if drop is None else f"sparsity {_pct(drop.sparsity_mean)} %",
+                     _pct(drop.accuracy_mean) if drop else "–"])  # fmt: skip
+    return [header, *rows]
+
+
+def level_table(points: list[Point], levels: list[float]) -> list[list[str]]:
+    """Highest sparsity per method at each accuracy level, with gates / edge-popup ratios of
+    sparsity and of the weights left (density): the paper's "nearly double" claim, checked."""
+    lines = curves(points)
+    methods = list(lines)
+    gates = [m for m in methods if m.startswith("gates")]
+    header = ["accuracy ≥", *(f"{m} sparsity %" for m in methods)]
+    if "edge-popup" in lines:
+        header += [f"{g} / edge-popup: sparsity, density" for g in gates]
+    rows = []
+    for level in levels:
+        reach = {m: sparsity_at(lines[m], level) for m in methods}
+        row = [f"{100 * level:.0f} %", *(_pct(reach[m]) for m in methods)]
+        if "edge-popup" in lines:
+            ep = reach["edge-popup"]
+            for g in gates:
+                if reach[g] is None or ep is None or ep == 0:
+                    row.append("–")
+                else:
+                    row.append(f"{reach[g] / ep:.2f}x, {(1 - reach[g]) / (1 - ep):.2f}x")
+        rows.append(row)
+    return [header, *rows]
+
+
+def markdown(table: list[list[str]]) -> str:
+    header, *rows = table
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

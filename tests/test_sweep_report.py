@@ -1,0 +1,129 @@
+"""`sweep` runs a real grid of searches on MNIST and resumes; `report` turns it (and a single
+run) into PNGs that decode, a Markdown table and an HTML page that embeds every figure."""
+
+import csv
+import html.parser
+import json
+
+import matplotlib.image
+import pytest
+from conftest import run_cli
+
+from slt_deploy.report.tables import Point, first_drop, level_table, sparsity_at
+
+QUICK = ("--data", "mnist", "--subset", "400", "--epochs", "1", "--batch-size", "50", "--quiet")
+
+
+class _Images(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.files: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img" and attrs.get("src", "").startswith("data:image/png;base64,"):
+            self.files.append(attrs["data-file"])
+
+
+def _check_report(directory, expected_figures: set[str]) -> str:
+    pngs = {p.name for p in directory.glob("*.png")}
+    assert expected_figures <= pngs
+    for name in pngs:
+        image = matplotlib.image.imread(directory / name)  # decodes, or raises
+        assert image.shape[0] > 100 and image.shape[1] > 100
+    parser = _Images()
+    parser.feed((directory / "report.html").read_text())
+    assert sorted(parser.files) == sorted(pngs)  # every figure embedded, nothing dangling
+    markdown = (directory / "results.md").read_text()
+    assert all(f"({name})" in markdown for name in pngs)
+    return markdown
+
+
+def test_sweep_runs_the_grid_resumes_and_reports(mnist_dir, tmp_path):
+    out = tmp_path / "sweep"
+    args = ("sweep", *QUICK, "--data-dir", str(mnist_dir), "--methods",
+            "gates,edge-popup,dense", "--sparsities", "0.5,0.9", "--seeds", "0,1", "--jobs", "2",
+            "--out", str(out))  # fmt: skip
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 2 * 2 * 2 + 2  # (gates, edge-popup) x sparsities x seeds + dense x seeds
+    ep = {r["cell"]: r for r in rows}["edge-popup-s0.9-seed1"]
+    assert float(ep["sparsity"]) == pytest.approx(0.9, abs=1e-3)
+    assert {r["method"] for r in rows} == {"gates", "edge-popup", "dense"}
+
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/summary.json")}
+    redo = out / "cells" / "gates-stg-s0.5-seed1"
+    (redo / "summary.json").unlink()
+    (redo / "checkpoint.pt").unlink()
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    for path, stamp in stamps.items():
+        assert (path.stat().st_mtime_ns == stamp) == (path.parent != redo), path  # only it re-ran
+    assert len(list(csv.DictReader((out / "results.csv").open()))) == 10
+
+    done = run_cli("report", str(out))
+    assert done.returncode == 0, done.stderr
+    markdown = _check_report(out, {"accuracy_vs_sparsity.png", "per_layer.png",
+                                   "training_curves.png"})  # fmt: skip
+    assert "| gates (stg) | 0.9 |" in markdown and "| dense | – |" in markdown
+    assert "gates (stg) / edge-popup" in markdown
+
+    changed = run_cli(*args[:-2], "--lr", "0.5", "--out", str(out))
+    assert changed.returncode == 2 and "other settings (lr)" in changed.stderr
+
+
+def test_report_of_one_run_with_bench_latency(mnist_dir, tmp_path):
+    run = tmp_path / "run"
+    done = run_cli("search", *QUICK, "--data-dir", str(mnist_dir), "--epochs", "2",
+                   "--target-sparsity", "0.8", "--out", str(run))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    done = run_cli("report", str(run), "--out", str(tmp_path / "rep"))
+    assert done.returncode == 0, done.stderr
+    markdown = _check_report(tmp_path / "rep", {"training_curves.png", "per_layer.png",
+                                                "gate_histogram.png"})  # fmt: skip
+    assert "| fc1 |" in markdown and "test accuracy (binary mask)" in markdown
+
+
+def _curve(method, pairs):
+    return [Point(method, s, s, 0.0, a, 0.0, 3) for s, a in pairs]
+
+
+def test_drop_and_sparsity_at_accuracy_levels():
+    gates = _curve("gates (stg)", [(0.5, 0.970), (0.9, 0.975), (0.95, 0.972), (0.98, 0.960)])
+    ep = _curve("edge-popup", [(0.5, 0.980), (0.7, 0.975), (0.9, 0.962), (0.95, 0.95)])
+    assert first_drop(gates).target == 0.98  # 0.5 is below the best too, but before it
+    assert first_drop(ep).target == 0.9
+    assert first_drop(_curve("x", [(0.5, 0.9), (0.9, 0.899)])) is None
+    assert sparsity_at(gates, 0.97) == 0.95 and sparsity_at(ep, 0.97) == 0.7
+    assert sparsity_at(ep, 0.99) is None
+    header, row = level_table(gates + ep, [0.97])
+    assert row[0] == "97 %" and row[-1] == f"{0.95 / 0.7:.2f}x, {0.05 / 0.3:.2f}x"
+    assert "gates (stg) / edge-popup: sparsity, density" in header
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("sweep", "--methods", "gates,magic", "--out", "X"), "unknown 'magic'"),
+        (("sweep", "--sparsities", "0.5,1.5", "--out", "X"), "1.5 is not in (0, 1)"),
+        (("sweep", "--seeds", "a,b", "--out", "X"), "--seeds: expected integers"),
+        (("report", "X"), "is not a sweep or run directory"),
+        (("report", "."), "nothing to report"),
+    ],
+)
+def test_bad_sweep_and_report_input_is_one_line(args, message, tmp_path):
+    args = tuple(str(tmp_path / "x") if a == "X" else a for a in args)
+    done = run_cli(*args, cwd=tmp_path)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_sweep_json_records_the_grid(mnist_dir, tmp_path):
+    out = tmp_path / "s"
+    done = run_cli("sweep", *QUICK, "--data-dir", str(mnist_dir), "--methods", "dense",
+                   "--seeds", "3", "--out", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["cells"] == ["dense-seed3"] and record["base"]["data"] == "mnist"
+    assert "seed" not in record["base"] and "method" not in record["base"]
