@@ -233,6 +233,14 @@ SEARCH_OPTIONS = {  # shared by `search` and `sweep`
         show_default=True,
         help="bf16 autocast on CUDA (ignored on CPU).",
     ),
+    "--on-nan": click.option(
+        "--on-nan",
+        type=click.Choice(["stop", "skip-batch"]),
+        default="stop",
+        show_default=True,
+        help="A NaN/Inf loss or gradient: stop (the last good checkpoint is kept) or skip "
+        "that batch (counted in the summary). NaN in the gates themselves always stops.",
+    ),
     "--learn-bias": click.option(
         "--learn-bias",
         is_flag=True,

@@ -124,8 +124,7 @@ def _check_base(out: Path, base: dict) -> None:
         changed = sorted(k for k in set(saved) | set(base) if saved.get(k) != base.get(k))
         if changed:
             raise SltError(
-                f"{out} holds a sweep with other settings ({', '.join(changed)}); "
-                "use another --out"
+                f"{out} holds a sweep with other settings ({', '.join(changed)}); use another --out"
             )
 
 

@@ -5,7 +5,6 @@ learned mask parameters and BatchNorm statistics, in one safetensors file (DESIG
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from torch import nn
 from slt_deploy.atomic import atomic_path
 from slt_deploy.data.base import DataSpec
 from slt_deploy.errors import SltError
-from slt_deploy.headers import METADATA_KEY, safetensors_header
+from slt_deploy.headers import safetensors_header, seal, verify_seal
 from slt_deploy.init import InitSpec, weight_checksum
 from slt_deploy.models import ModelSpec, create_model
 from slt_deploy.search.config import SearchConfig
@@ -25,7 +24,7 @@ from slt_deploy.search.layers import frozen_weights
 from slt_deploy.search.methods import METHODS, gate_config, init_spec
 
 TICKET_FORMAT = "slt-deploy/ticket"
-TICKET_VERSION = 1
+TICKET_VERSION = 2  # 2: sealed with a SHA-256 of header and tensors
 TICKET_FILE = "ticket.safetensors"
 
 
@@ -87,9 +86,8 @@ def model_checksum(model: nn.Module) -> str:
 
 
 def save_ticket(path: str | Path, ticket: Ticket) -> None:
-    metadata = {METADATA_KEY: json.dumps(ticket.metadata(), sort_keys=True)}
     with atomic_path(path) as tmp:
-        save_file(ticket.tensors, str(tmp), metadata=metadata)
+        save_file(ticket.tensors, str(tmp), metadata=seal(ticket.metadata(), ticket.tensors))
 
 
 def resolve_ticket_path(path: str | Path) -> Path:
@@ -119,6 +117,7 @@ def load_ticket(path: str | Path) -> Ticket:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise SltError(f"{path}: cannot read ticket tensors: {exc}") from None
+    verify_seal(meta, tensors, path, "ticket")
     return Ticket(config, data, tensors, checksum, metrics)
 
 

@@ -42,7 +42,7 @@ def test_run_directory_holds_ticket_summary_metrics_checkpoint(gates_run):
         "ticket.safetensors",
         "summary.json",
         "metrics.jsonl",
-        "checkpoint.pt",
+        "checkpoint.safetensors",
         "config.json",
     ):
         assert (out / name).is_file(), name

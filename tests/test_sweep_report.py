@@ -55,7 +55,7 @@ def test_sweep_runs_the_grid_resumes_and_reports(mnist_dir, tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/summary.json")}
     redo = out / "cells" / "gates-stg-s0.5-seed1"
     (redo / "summary.json").unlink()
-    (redo / "checkpoint.pt").unlink()
+    (redo / "checkpoint.safetensors").unlink()
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr
     for path, stamp in stamps.items():

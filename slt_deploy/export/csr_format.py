@@ -3,7 +3,6 @@ spec and the remaining tensors (BN statistics, biases), executed by `slt_deploy.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -15,14 +14,14 @@ from slt_deploy.atomic import atomic_path
 from slt_deploy.data.base import DataSpec
 from slt_deploy.errors import SltError
 from slt_deploy.export.network import Deployable
-from slt_deploy.headers import METADATA_KEY, safetensors_header
+from slt_deploy.headers import safetensors_header, seal, verify_seal
 from slt_deploy.init import InitSpec
 from slt_deploy.models import ModelSpec, create_model
 from slt_deploy.search.layers import gateable, normalisation_
 from slt_deploy.sparse import csr_from_dense, replace_module, sparse_layer
 
 CSR_FORMAT = "slt-deploy/csr"
-CSR_VERSION = 1
+CSR_VERSION = 2  # 2: sealed with a SHA-256 of header and tensors
 PARTS = ("crow_indices", "col_indices", "values")
 
 
@@ -45,7 +44,7 @@ def write(net: Deployable, out: Path) -> dict:
         "source": net.source,
     }
     with atomic_path(out) as tmp:
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+        save_file(tensors, str(tmp), metadata=seal(meta, tensors))
     return {}
 
 
@@ -65,6 +64,7 @@ def load(path: str | Path) -> tuple[nn.Module, DataSpec, dict]:
         layers = [str(n) for n in meta["layers"]]
     except (SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
         raise SltError(f"{path}: damaged CSR artifact ({exc})") from None
+    verify_seal(meta, tensors, path, "CSR artifact")
     with torch.device("meta"):  # shapes only: dense weights would double the peak memory
         model = normalisation_(create_model(spec, data), bool(meta.get("affine_bn", False)))
     names = [n for n, m in model.named_modules() if n and gateable(m, n)]

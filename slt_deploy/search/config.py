@@ -11,6 +11,29 @@ from slt_deploy.errors import SltError
 
 GRANULARITIES = ("unstructured", "2:4")
 DEVICES = ("auto", "cpu", "cuda")
+ON_NAN = ("stop", "skip-batch")
+_TYPES = {
+    "str": str,
+    "int": int,
+    "float": (int, float),
+    "bool": bool,
+    "dict": dict,
+    "None": type(None),
+}
+
+
+def _has_type(value: object, annotation: str) -> bool:
+    """Check a value against a field's annotation (`int`, `float | None`, ...): recipes and
+    tickets are data from outside; a wrong type must be a clear error, not a crash later."""
+    for name in annotation.split("|"):
+        expected = _TYPES[name.strip()]
+        if isinstance(value, bool) and expected is not bool:
+            continue  # True is an int to Python, not to a user
+        if isinstance(value, expected):
+            return True
+    return False
+
+
 COMPILE_MIN_STEPS = 2000
 
 
@@ -51,16 +74,24 @@ class SearchConfig:
     learn_bias: bool = False
     affine_bn: bool = False
     eval_batch_size: int = 1000
+    on_nan: str = "stop"  # stop | skip-batch: what a non-finite loss or gradient does
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> SearchConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        if not isinstance(data, dict):
+            raise SltError("search settings must be a table of key = value")
+        types = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(data) - set(types))
         if unknown:
             raise SltError(f"unknown search setting(s): {', '.join(unknown)}")
+        for name, value in data.items():
+            if not _has_type(value, types[name]):
+                raise SltError(
+                    f"search setting {name}: expected {types[name]}, got {value!r}"[:200]
+                )
         return cls(**data)
 
     def resolved(self, total_steps: int) -> SearchConfig:
@@ -89,8 +120,11 @@ class SearchConfig:
         )
 
     def replay_key(self) -> dict:
-        """The settings that must match for a checkpoint to be resumed."""
-        return self.to_dict()
+        """The settings that must match for a checkpoint to be resumed (all that can change
+        the result: not what happens on a NaN, which a resumed run may choose anew)."""
+        key = self.to_dict()
+        key.pop("on_nan")
+        return key
 
     def validate(self) -> SearchConfig:
         from slt_deploy.search.gates import GATES
@@ -138,6 +172,8 @@ class SearchConfig:
                 raise SltError(f"--{name.replace('_', '-')} must be >= 1")
         if self.schedule not in ("cosine", "constant"):
             raise SltError("--schedule must be cosine or constant")
+        if self.on_nan not in ON_NAN:
+            raise SltError(f"--on-nan must be one of {', '.join(ON_NAN)}")
         return self
 
 

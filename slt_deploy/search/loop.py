@@ -4,7 +4,6 @@ run directory (ticket, summary, metrics). `search(config, out)` is the library e
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,23 +11,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from slt_deploy.atomic import atomic_path, write_text
+from slt_deploy.atomic import write_text
+from slt_deploy.checkpoint import load_checkpoint, save_checkpoint
 from slt_deploy.data import DataSplit, load_dataset
 from slt_deploy.data.base import normalise, steps_per_epoch, train_batches
 from slt_deploy.errors import SltError
+from slt_deploy.search import rundir
 from slt_deploy.search.batchnorm import recalibrate_batchnorm_
 from slt_deploy.search.config import SearchConfig
 from slt_deploy.search.layers import gate_families
 from slt_deploy.search.sparsity import SparsityController
 from slt_deploy.search.stats import gate_histogram, mask_state, per_layer_sparsity, totals
-from slt_deploy.search.trainer import Trainer, build_trainer
+from slt_deploy.search.trainer import NonFiniteError, Trainer, build_trainer
 from slt_deploy.ticket import TICKET_FILE, Ticket, model_checksum, save_ticket, ticket_tensors
 
-CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FILE = "checkpoint.safetensors"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
-CHECKPOINT_VERSION = 1
 
 
 def resolve_device(name: str) -> torch.device:
@@ -39,26 +39,41 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
-    """Refuse to clobber a run unless asked; --force replaces it, --resume continues it."""
+def check_run_dir(out: Path, resume: bool, force: bool) -> None:
+    """Refusals that need no lock (nothing is created before them)."""
     if resume and force:
         raise SltError("give --resume or --force, not both")
-    exists = out.exists() and (not out.is_dir() or any(out.iterdir()))
-    if resume:
-        if not (out / CHECKPOINT_FILE).is_file():
-            raise SltError(f"--resume: no checkpoint in {out}")
-        return
-    if exists and not force:
-        raise SltError(f"{out} exists; pass --resume to continue it or --force to replace it")
-    if exists:
-        if out.is_dir():
-            shutil.rmtree(out)
-        else:
+    if resume and not out.is_dir():
+        raise SltError(f"--resume: no run directory {out}")
+    if force and out.is_file():
+        try:
             out.unlink()
+        except OSError as exc:
+            raise SltError(f"cannot replace {out}: {exc.strerror or exc}") from None
+
+
+def prepare_run_dir(out: Path, config: SearchConfig, resume: bool, force: bool) -> bool:
+    """With the lock held: refuse to clobber a run unless asked (--force replaces it, --resume
+    continues it). Returns whether there is a checkpoint to resume. A run killed before its
+    first checkpoint starts over under --resume, if its settings are the same."""
+    if resume:
+        if (out / CHECKPOINT_FILE).is_file():
+            return True
+        if _recorded_config(out) != config.to_dict():
+            raise SltError(f"--resume: no checkpoint in {out}")
+        rundir.clear(out)
+        return False
+    if rundir.entries(out) and not force:
+        raise SltError(f"{out} exists; pass --resume to continue it or --force to replace it")
+    rundir.clear(out)
+    return False
+
+
+def _recorded_config(out: Path) -> dict | None:
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SltError(f"cannot create {out}: {exc.strerror or exc}") from None
+        return json.loads((out / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 @torch.no_grad()
@@ -148,7 +163,22 @@ def search(
         total_steps = min(total_steps, config.max_steps)
     config = config.resolved(total_steps)
     trainer = build_trainer(config, data.spec, total_steps, device)  # errors before any write
-    prepare_run_dir(out, resume, force)
+    check_run_dir(out, resume, force)
+    with rundir.run_dir_lock(out):
+        resume = prepare_run_dir(out, config, resume, force)
+        return _run(out, config, trainer, data, device, total_steps, resume, progress)
+
+
+def _run(
+    out: Path,
+    config: SearchConfig,
+    trainer: Trainer,
+    data: DataSplit,
+    device: torch.device,
+    total_steps: int,
+    resume: bool,
+    progress: bool,
+) -> dict:
     masks = mask_state(trainer.model)
     density = masks.binary_density if masks else 1.0
     state, history = _State(), []
@@ -167,10 +197,16 @@ def search(
                     break
                 x = normalise(images.to(device, non_blocking=True), data.spec)
                 y = labels.to(device, non_blocking=True)
-                loss, logits, masks = trainer.step(x, y, state.step)
+                try:
+                    result = trainer.step(x, y, state.step)
+                except NonFiniteError as exc:
+                    raise _stopped(exc.what, exc.step, state.epoch, out) from None
+                state.step += 1
+                if result is None:  # skipped by --on-nan skip-batch
+                    continue
+                loss, logits, masks = result
                 if masks is not None:
                     density = masks.binary_density
-                state.step += 1
                 losses += float(loss) * len(y)
                 correct += int((logits.argmax(1) == y).sum())
                 seen += len(y)
@@ -192,6 +228,9 @@ def search(
                 correct / max(1, seen),
                 started,
             )
+            if not trainer.parameters_finite():  # never checkpoint a broken state
+                raise _stopped("trained parameter", state.step, state.epoch, out)
+            record["skipped_batches"] = trainer.skipped_batches
             history.append(record)
             state.epoch += 1
             state.wall = time.perf_counter() - started
@@ -204,6 +243,18 @@ def search(
                 f"test {record['test_accuracy']:.4f} sparsity {record['sparsity']:.3f}",
             )
     return _finish(out, config, trainer.model, data, device, state, history)
+
+
+def _stopped(what: str, step: int, epoch: int, out: Path) -> SltError:
+    kept = (
+        f"the checkpoint of epoch {epoch} in {out} is kept"
+        if epoch
+        else "no checkpoint had been written yet"
+    )
+    return SltError(
+        f"non-finite {what} (NaN or Inf) at step {step + 1}, epoch {epoch + 1}: stopped; {kept}. "
+        "--on-nan skip-batch skips such batches (then --resume), or lower --lr in a new run"
+    )
 
 
 def _epoch_record(
@@ -274,6 +325,7 @@ def _finish(
         "data": config.data,
         "seed": config.seed,
         "device": device.type,
+        "skipped_batches": history[-1].get("skipped_batches", 0) if history else 0,
         "pure_ticket": not (config.learn_bias or config.affine_bn) and config.method != "dense",
     }
     model.cpu()
@@ -288,7 +340,6 @@ def _save_checkpoint(
     path: Path, config: SearchConfig, trainer: Trainer, state: _State, history: list[dict]
 ) -> None:
     payload = {
-        "version": CHECKPOINT_VERSION,
         "config": json.dumps(config.replay_key(), sort_keys=True),
         "model": ticket_tensors(trainer.model),
         "trainer": trainer.state_dict(),
@@ -299,17 +350,14 @@ def _save_checkpoint(
         "wall": state.wall,
         "history": json.dumps(history),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_checkpoint(path, payload)
 
 
 def _load_checkpoint(
     path: Path, config: SearchConfig, trainer: Trainer, device: torch.device
 ) -> tuple[_State, list[dict]]:
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("version") != CHECKPOINT_VERSION:
-            raise SltError(f"{path}: unsupported checkpoint version {payload.get('version')}")
+        payload = load_checkpoint(path)
         saved = json.loads(payload["config"])
         current = config.replay_key()
         if saved != current:

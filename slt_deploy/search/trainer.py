@@ -44,6 +44,14 @@ class LossTemperature(nn.Module):
         return logits * self.log_temperature.exp()
 
 
+class NonFiniteError(Exception):
+    """A NaN or Inf in the loss, a gradient or the trained parameters."""
+
+    def __init__(self, what: str, step: int) -> None:
+        super().__init__(what, step)
+        self.what, self.step = what, step
+
+
 def learning_rate(base: float, step: int, total: int, schedule: str) -> float:
     if schedule == "constant":
         return base
@@ -64,20 +72,42 @@ class Trainer:
     def __post_init__(self) -> None:
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.control_every = control_interval(self.total_steps)
+        self.skipped_batches = 0
+        self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def parameters_finite(self) -> bool:
+        return bool(torch.stack([p.detach().isfinite().all() for p in self.trainable]).all())
+
+    def _gradients_finite(self) -> bool:
+        grads = [p.grad.isfinite().all() for p in self.trainable if p.grad is not None]
+        return bool(torch.stack(grads).all()) if grads else True
+
+    def _non_finite(self, what: str, step: int) -> None:
+        """--on-nan: skip the batch (if the state itself is still finite) or stop."""
+        if self.config.on_nan == "skip-batch" and self.parameters_finite():
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_batches += 1
+            return
+        raise NonFiniteError(what, step)
 
     def step(
         self, x: torch.Tensor, y: torch.Tensor, step: int
-    ) -> tuple[torch.Tensor, torch.Tensor, MaskState | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor, MaskState | None] | None:
         """One optimizer step: CE on a relaxed sample, the expected-L0 penalty added as its
-        analytic gradient, and (every `control_every` steps) a sparsity-control update."""
+        analytic gradient, and (every `control_every` steps) a sparsity-control update.
+        None: the batch gave a non-finite loss or gradient and was skipped (--on-nan)."""
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = learning_rate(base, step, self.total_steps, self.config.schedule)
         with self.autocast:
             logits = self.model(x).float()
             scaled = logits if self.temperature is None else self.temperature(logits)
             loss = F.cross_entropy(scaled, y)
+        if not torch.isfinite(loss):
+            return self._non_finite("loss", step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if not self._gradients_finite():
+            return self._non_finite("gradient", step)
         controller = self.controller
         if self.method.penalised:
             if controller.needs_scale:
@@ -102,6 +132,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "controller": self.controller.state_dict(),
             "temperature": self.temperature.state_dict() if self.temperature else {},
+            "skipped_batches": self.skipped_batches,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -109,6 +140,7 @@ class Trainer:
         self.controller.load_state_dict(state["controller"])
         if self.temperature is not None:
             self.temperature.load_state_dict(state["temperature"])
+        self.skipped_batches = int(state.get("skipped_batches", 0))
 
 
 def uses_temperature(config: SearchConfig) -> bool:
