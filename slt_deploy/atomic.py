@@ -22,9 +22,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise SltError(f"cannot write {path}: {exc.strerror or exc}") from None
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; a normal file respects umask
     try:
         yield tmp_path
+        # mkstemp makes 0600 and some writers replace the file: set the mode a new file gets
+        os.chmod(tmp_path, 0o666 & ~_umask())
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)

@@ -137,6 +137,12 @@ def test_hostile_csr_indices_are_refused_not_executed(ticket, tmp_path):
     tensors[key][0] = 10**6  # out of range: a kernel would read outside the buffer
     bad = tmp_path / "bad.csr.safetensors"
     save_file(tensors, str(bad), metadata=metadata)
+    with pytest.raises(SltError, match="does not match its SHA-256"):
+        load_csr(bad)
+    # the seal is integrity, not authenticity: a re-sealed hostile file meets the index checks
+    from slt_deploy.headers import METADATA_KEY, seal
+
+    save_file(tensors, str(bad), metadata=seal(json.loads(metadata[METADATA_KEY]), tensors))
     with pytest.raises(SltError, match="malformed CSR"):
         load_csr(bad)
 

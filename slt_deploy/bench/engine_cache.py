@@ -64,6 +64,9 @@ def engine_for(artifact, options, report: dict) -> tuple[bytes, tuple[int, ...],
     except SltError:
         import onnx
 
+        from slt_deploy.export.onnx_format import verify
+
+        verify(artifact.path)
         model = onnx.load_model_from_string(artifact.path.read_bytes())
         dims = model.graph.input[0].type.tensor_type.shape.dim[1:]
         input_shape = tuple(int(d.dim_value) for d in dims)

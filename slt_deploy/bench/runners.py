@@ -240,6 +240,9 @@ class OrtRunner(Runner):
         import onnxruntime as ort
 
         if self.artifact.kind == "onnx":
+            from slt_deploy.export.onnx_format import verify
+
+            verify(self.artifact.path)
             model = str(self.artifact.path)
         else:  # a ticket: the same ONNX `export --format onnx` writes, in memory
             from slt_deploy.export.onnx_format import to_onnx_bytes

@@ -6,6 +6,7 @@ deterministic (measured), which the torch.export-based one is not promised to be
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import warnings
 from pathlib import Path
@@ -54,6 +55,46 @@ def to_onnx_bytes(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
     return buffer.getvalue()
 
 
+SEAL_KEY = "slt_deploy.sha256"
+
+
+def _digest_without_seal(model) -> str:
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key != SEAL_KEY]
+    del model.metadata_props[:]
+    for key, value in kept:
+        model.metadata_props.add(key=key, value=value)
+    return hashlib.sha256(model.SerializeToString()).hexdigest()
+
+
+def seal(data: bytes) -> bytes:
+    """Add a SHA-256 of the model to its metadata_props, so a damaged copy of an exported model
+    is refused before a runtime sees it (ONNX itself has no checksum)."""
+    import onnx
+
+    model = onnx.load_model_from_string(data)
+    model.metadata_props.add(key=SEAL_KEY, value=_digest_without_seal(model))
+    return model.SerializeToString()
+
+
+def verify(path: str | Path) -> None:
+    """Refuse what is not ONNX, and an exported model whose seal does not match; an ONNX file
+    from elsewhere (no seal) passes to the runtime as it is."""
+    import onnx
+
+    path = Path(path)
+    try:
+        model = onnx.load_model_from_string(path.read_bytes())
+    except OSError as exc:
+        raise SltError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except Exception:  # protobuf's DecodeError and friends
+        raise SltError(f"{path} is not an ONNX model") from None
+    seals = [p.value for p in model.metadata_props if p.key == SEAL_KEY]
+    if seals and seals[-1] != _digest_without_seal(model):
+        raise SltError(
+            f"{path}: damaged ONNX model: it does not match its SHA-256 (export it again)"
+        )
+
+
 def check(path: Path) -> None:
     import onnx
 
@@ -66,6 +107,7 @@ def check(path: Path) -> None:
 def session(path: str | Path, providers: list[str] | None = None):
     import onnxruntime as ort
 
+    verify(path)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
@@ -94,5 +136,5 @@ def parity(path: Path, reference: nn.Module, inputs: torch.Tensor) -> dict:
 def write(net: Deployable, out: Path) -> None:
     """The folded network as ONNX, checked by onnx.checker."""
     folded = fold_batchnorm(net.model)
-    write_bytes(out, to_onnx_bytes(folded, tuple(net.data.input_shape)))
+    write_bytes(out, seal(to_onnx_bytes(folded, tuple(net.data.input_shape))))
     check(out)

@@ -64,6 +64,8 @@ def _decompress(raw: bytes, path: Path) -> bytes:
         raise SltError(f"{path} is not an .slt ticket (not an xz stream: {exc})") from None
     if not decompressor.eof:
         raise SltError(f"{path}: truncated .slt ticket (or larger than {MAX_UNPACKED} bytes)")
+    if decompressor.unused_data:
+        raise SltError(f"{path}: damaged .slt ticket (bytes after the end of its stream)")
     return payload
 
 
