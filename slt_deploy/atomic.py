@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from slt_deploy.errors import SltError
 
 
@@ -33,6 +35,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
         raise SltError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except SafetensorError as exc:  # safetensors reports the writer's I/O errors as its own
+        tmp_path.unlink(missing_ok=True)
+        reason = str(exc).rpartition("I/O error: ")[2]
+        raise SltError(f"cannot write {path}: {reason}") from None
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

@@ -59,7 +59,7 @@ def prepare_run_dir(out: Path, config: SearchConfig, resume: bool, force: bool) 
     if resume:
         if (out / CHECKPOINT_FILE).is_file():
             return True
-        if _recorded_config(out) != config.to_dict():
+        if rundir.entries(out) and _recorded_config(out) != config.to_dict():
             raise SltError(f"--resume: no checkpoint in {out}")
         rundir.clear(out)
         return False
@@ -137,6 +137,8 @@ class _Progress:
 
     def __exit__(self, *exc) -> None:
         if self.bar:
+            if exc[0] is not None:  # an error is one line: take the bar away first
+                self.bar.live.transient = True
             self.bar.__exit__(*exc)
 
     def update(self, step: int, epoch: int, info: str) -> None:
