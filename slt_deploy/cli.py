@@ -4,6 +4,7 @@ prints. User errors (SltError) become one line on stderr and exit code 2."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -341,6 +342,8 @@ def search(
     settings = _settings(ctx, recipe, width, depth, img_size, patch_size, model_args, options)
     config = SearchConfig.from_dict(settings).validate()
     summary = run_search(config, out, resume=resume, force=force, progress=not quiet)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 reports
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
     elif not quiet:

@@ -3,6 +3,7 @@ run directory (ticket, summary, metrics). `search(config, out)` is the library e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from slt_deploy.errors import SltError
 from slt_deploy.search import rundir
 from slt_deploy.search.batchnorm import recalibrate_batchnorm_
 from slt_deploy.search.config import SearchConfig
+from slt_deploy.search.distributed import World, close_world, init_world
 from slt_deploy.search.layers import gate_families
 from slt_deploy.search.sparsity import SparsityController
 from slt_deploy.search.stats import gate_histogram, mask_state, per_layer_sparsity, totals
@@ -153,21 +155,50 @@ def search(
     force: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Run a search into run directory `out` and return its summary."""
+    """Run a search into run directory `out` and return its summary (under torchrun: as one
+    rank of a data-parallel search; distributed.py)."""
     config.validate()
-    out = Path(out)
     device = resolve_device(config.device)
+    world = init_world(device)
+    try:
+        return _search(config, Path(out), resume, force, progress, device, world)
+    finally:
+        close_world(world)
+
+
+def _search(
+    config: SearchConfig,
+    out: Path,
+    resume: bool,
+    force: bool,
+    progress: bool,
+    device: torch.device,
+    world: World,
+) -> dict:
     data = load_dataset(config.data, config.data_dir, config.download).subset(config.subset)
     if config.subset is not None and len(data.test_y) == 0:
         raise SltError("--subset left no test samples")
+    if config.batch_size < world.size:
+        raise SltError(f"--batch-size {config.batch_size} is smaller than the {world.size} ranks")
     total_steps = config.epochs * steps_per_epoch(data, config.batch_size)
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
     config = config.resolved(total_steps)
-    trainer = build_trainer(config, data.spec, total_steps, device)  # errors before any write
-    check_run_dir(out, resume, force)
-    with rundir.run_dir_lock(out):
-        resume = prepare_run_dir(out, config, resume, force)
+    trainer = build_trainer(config, data.spec, total_steps, device, world)  # errors before writes
+    if world.distributed:
+        world.check_same_weights(model_checksum(trainer.model), device)
+    with contextlib.ExitStack() as stack:
+        error = None
+        if world.main:  # one writer: rank 0 holds the lock and prepares the directory
+            try:
+                check_run_dir(out, resume, force)
+                stack.enter_context(rundir.run_dir_lock(out))
+                resume = prepare_run_dir(out, config, resume, force)
+            except SltError as exc:
+                error = str(exc)
+        world.share_error(error, device)
+        resume = world.any(resume and world.main, device)
+        world.barrier()
         return _run(out, config, trainer, data, device, total_steps, resume, progress)
 
 
@@ -181,26 +212,28 @@ def _run(
     resume: bool,
     progress: bool,
 ) -> dict:
+    world = trainer.world
     masks = mask_state(trainer.model)
     density = masks.binary_density if masks else 1.0
     state, history = _State(), []
     if resume:
         state, history = _load_checkpoint(out / CHECKPOINT_FILE, config, trainer, device)
-    else:
+    elif world.main:
         write_text(out / CONFIG_FILE, json.dumps(config.to_dict(), indent=2, sort_keys=True))
         write_text(out / METRICS_FILE, "")
 
     started = time.perf_counter() - state.wall
-    with _Progress(progress, total_steps) as bar:
+    with _Progress(progress and world.main, total_steps) as bar:
         while state.step < total_steps and state.epoch < config.epochs:
             losses, correct, seen = 0.0, 0, 0
             for images, labels in train_batches(data, config.batch_size, config.seed, state.epoch):
                 if state.step >= total_steps:
                     break
+                images, labels, weight = world.shard(images, labels)
                 x = normalise(images.to(device, non_blocking=True), data.spec)
                 y = labels.to(device, non_blocking=True)
                 try:
-                    result = trainer.step(x, y, state.step)
+                    result = trainer.step(x, y, state.step, weight)
                 except NonFiniteError as exc:
                     raise _stopped(exc.what, exc.step, state.epoch, out) from None
                 state.step += 1
@@ -219,6 +252,7 @@ def _run(
                         f"loss {float(loss):.3f} acc {correct / seen:.3f} "
                         f"sparsity {1 - density:.3f} λ {trainer.controller.lam:.3g}",
                     )
+            losses, correct, seen = world.sum([losses, correct, seen], device)
             record = _epoch_record(
                 trainer.model,
                 data,
@@ -236,15 +270,16 @@ def _run(
             history.append(record)
             state.epoch += 1
             state.wall = time.perf_counter() - started
-            _save_checkpoint(out / CHECKPOINT_FILE, config, trainer, state, history)
-            with open(out / METRICS_FILE, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record, sort_keys=True) + "\n")
+            if world.main:
+                _save_checkpoint(out / CHECKPOINT_FILE, config, trainer, state, history)
+                with open(out / METRICS_FILE, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(record, sort_keys=True) + "\n")
             bar.update(
                 state.step,
                 state.epoch - 1,
                 f"test {record['test_accuracy']:.4f} sparsity {record['sparsity']:.3f}",
             )
-    return _finish(out, config, trainer.model, data, device, state, history)
+    return _finish(out, config, trainer.model, data, device, state, history, world.main)
 
 
 def _stopped(what: str, step: int, epoch: int, out: Path) -> SltError:
@@ -297,6 +332,7 @@ def _finish(
     device: torch.device,
     state: _State,
     history: list[dict],
+    write: bool = True,
 ) -> dict:
     model.eval()
     layers = per_layer_sparsity(model)
@@ -330,6 +366,8 @@ def _finish(
         "skipped_batches": history[-1].get("skipped_batches", 0) if history else 0,
         "pure_ticket": not (config.learn_bias or config.affine_bn) and config.method != "dense",
     }
+    if not write:
+        return summary
     model.cpu()
     metrics = {k: summary[k] for k in ("test_accuracy", "sparsity", "params_total", "params_kept")}
     ticket = Ticket(config, data.spec, ticket_tensors(model), model_checksum(model), metrics)
@@ -379,7 +417,8 @@ def _load_checkpoint(
         raise
     except Exception as exc:  # torch raises many types for a damaged file
         raise SltError(f"cannot resume from {path}: {type(exc).__name__}: {exc}") from None
-    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in history)
-    write_text(path.parent / METRICS_FILE, lines)  # drop records of epochs after the checkpoint
+    if trainer.world.main:  # drop records of epochs after the checkpoint
+        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in history)
+        write_text(path.parent / METRICS_FILE, lines)
     trainer.model.to(device)
     return state, history

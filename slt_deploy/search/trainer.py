@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,7 @@ from torch import nn
 
 from slt_deploy.data import DataSpec
 from slt_deploy.search.config import SearchConfig
+from slt_deploy.search.distributed import World, wrap
 from slt_deploy.search.methods import METHODS, Method, build_optimizer
 from slt_deploy.search.sparsity import SparsityController, control_interval
 from slt_deploy.search.stats import (
@@ -68,8 +69,12 @@ class Trainer:
     temperature: LossTemperature | None
     total_steps: int
     autocast: AbstractContextManager
+    world: World = field(default_factory=World)
+    forward_model: nn.Module | None = None  # the DDP wrapper under torchrun, else the model
 
     def __post_init__(self) -> None:
+        if self.forward_model is None:
+            self.forward_model = self.model
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.control_every = control_interval(self.total_steps)
         self.skipped_batches = 0
@@ -91,21 +96,24 @@ class Trainer:
         raise NonFiniteError(what, step)
 
     def step(
-        self, x: torch.Tensor, y: torch.Tensor, step: int
+        self, x: torch.Tensor, y: torch.Tensor, step: int, weight: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor, MaskState | None] | None:
         """One optimizer step: CE on a relaxed sample, the expected-L0 penalty added as its
         analytic gradient, and (every `control_every` steps) a sparsity-control update.
+        `weight` scales this rank's loss by its share of the global batch (distributed.py).
         None: the batch gave a non-finite loss or gradient and was skipped (--on-nan)."""
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = learning_rate(base, step, self.total_steps, self.config.schedule)
         with self.autocast:
-            logits = self.model(x).float()
+            logits = self.forward_model(x).float()
             scaled = logits if self.temperature is None else self.temperature(logits)
             loss = F.cross_entropy(scaled, y)
-        if not torch.isfinite(loss):
+        if self.world.any(not torch.isfinite(loss), x.device):
             return self._non_finite("loss", step)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * weight if weight != 1.0 else loss).backward()
+        if self.temperature is not None:
+            self.world.average_gradients_(list(self.temperature.parameters()))
         if not self._gradients_finite():
             return self._non_finite("gradient", step)
         controller = self.controller
@@ -150,7 +158,11 @@ def uses_temperature(config: SearchConfig) -> bool:
 
 
 def build_trainer(
-    config: SearchConfig, data: DataSpec, total_steps: int, device: torch.device
+    config: SearchConfig,
+    data: DataSpec,
+    total_steps: int,
+    device: torch.device,
+    world: World | None = None,
 ) -> Trainer:
     """Seed, build the network with the method's surgery, and everything that trains it."""
     torch.manual_seed(config.seed)
@@ -166,4 +178,7 @@ def build_trainer(
         if device.type == "cuda" and config.amp
         else nullcontext()
     )
-    return Trainer(config, model, method, optimizer, controller, temperature, total_steps, autocast)
+    world = world or World()
+    forward_model = wrap(model, world, device)
+    return Trainer(config, model, method, optimizer, controller, temperature, total_steps, autocast,
+                   world, forward_model)  # fmt: skip
