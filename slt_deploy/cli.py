@@ -432,7 +432,11 @@ def sweep(
             if result["status"] == "failed":
                 console.print(f"[red]{cell.name} failed:[/] {result['error']}")
 
-        rows = run_sweep(base, cells, out, jobs=jobs, on_cell=on_cell)
+        try:
+            rows = run_sweep(base, cells, out, jobs=jobs, on_cell=on_cell)
+        except BaseException:
+            bar.live.transient = True  # an error is one line: take the bar away first
+            raise
     click.echo(
         f"{len(rows)} finished cells in {out / 'results.csv'}; plot: slt-deploy report {out}"
     )

@@ -25,6 +25,7 @@ RESULTS_FILE = "results.csv"
 CELLS_DIR = "cells"
 SWEEP_VERSION = 1
 GRID_KEYS = ("method", "gate", "target_sparsity", "seed")
+IRRELEVANT = ("on_nan",)  # settings that cannot change a finished cell's result
 METHOD_TOKENS = ("gates", "gates:stg", "gates:hard-concrete", "edge-popup", "dense")
 RESULT_COLUMNS = (
     "cell", "method", "gate", "seed", "target_sparsity", "sparsity", "test_accuracy",
@@ -121,11 +122,23 @@ def _check_base(out: Path, base: dict) -> None:
             saved = json.loads(path.read_text())["base"]
         except (OSError, ValueError, KeyError, TypeError):
             raise SltError(f"{path} is not a sweep file of slt-deploy") from None
-        changed = sorted(k for k in set(saved) | set(base) if saved.get(k) != base.get(k))
+        defaults = _defaults()  # a key the saved sweep predates counts as its default
+        saved, current = {**defaults, **saved}, {**defaults, **base}
+        changed = sorted(
+            k
+            for k in set(saved) | set(current)
+            if k not in IRRELEVANT and saved.get(k) != current.get(k)
+        )
         if changed:
             raise SltError(
                 f"{out} holds a sweep with other settings ({', '.join(changed)}); use another --out"
             )
+
+
+def _defaults() -> dict:
+    from slt_deploy.search.config import SearchConfig
+
+    return {k: v for k, v in SearchConfig().to_dict().items() if k not in GRID_KEYS}
 
 
 def run_sweep(
@@ -184,11 +197,30 @@ def load_rows(out: str | Path) -> list[dict]:
             summary = json.loads(summary_path.read_text())
         except (OSError, ValueError):
             continue  # a damaged cell is re-run, not reported
+        if not valid_summary(summary):
+            continue
         row = {k: summary.get(k) for k in RESULT_COLUMNS if k != "cell"}
         row["cell"] = summary_path.parent.name
         row["epoch_metrics"] = summary_path.parent / "metrics.jsonl"
         rows.append(row)
     return rows
+
+
+def valid_summary(summary: object) -> bool:
+    """The fields a report computes with, with the types it needs (summaries are files too)."""
+    if not isinstance(summary, dict):
+        return False
+    numbers = ("test_accuracy", "sparsity")
+    if not all(isinstance(summary.get(k), int | float) for k in numbers):
+        return False
+    target = summary.get("target_sparsity")
+    return (
+        isinstance(summary.get("method"), str)
+        and isinstance(summary.get("seed"), int)
+        and (target is None or isinstance(target, int | float))
+        and (summary.get("gate") is None or isinstance(summary.get("gate"), str))
+        and isinstance(summary.get("per_layer", {}), dict)
+    )
 
 
 def write_results(out: Path) -> list[dict]:

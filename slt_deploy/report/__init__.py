@@ -10,7 +10,14 @@ from pathlib import Path
 from slt_deploy.atomic import atomic_path, write_text
 from slt_deploy.errors import SltError
 from slt_deploy.report import figures, page, tables
-from slt_deploy.sweep import CELLS_DIR, SWEEP_FILE, is_sweep, load_rows, method_label
+from slt_deploy.sweep import (
+    CELLS_DIR,
+    SWEEP_FILE,
+    is_sweep,
+    load_rows,
+    method_label,
+    valid_summary,
+)
 
 REPORT_FILE = "report.html"
 MARKDOWN_FILE = "results.md"
@@ -54,9 +61,23 @@ def _records(metrics: Path) -> list[dict]:
         return []
     lines = metrics.read_text().splitlines()
     try:
-        return [json.loads(line) for line in lines if line.strip()]
+        records = [json.loads(line) for line in lines if line.strip()]
     except ValueError:
         raise SltError(f"{metrics} is not JSON lines") from None
+    fields = ("epoch", "train_loss", "test_accuracy", "sparsity")
+    for record in records:
+        if not (
+            isinstance(record, dict) and all(isinstance(record.get(k), int | float) for k in fields)
+        ):
+            raise SltError(f"{metrics} is not a metrics log of slt-deploy search")
+        histogram = record.get("gate_histogram")
+        if histogram is not None and not (
+            isinstance(histogram, dict)
+            and isinstance(histogram.get("bins"), list)
+            and all(isinstance(b, int | float) for b in histogram["bins"])
+        ):
+            raise SltError(f"{metrics} is not a metrics log of slt-deploy search")
+    return records
 
 
 def _representatives(rows: list[dict]) -> list[dict]:
@@ -200,6 +221,8 @@ def _latency_series(rows: list[dict], files: list[Path]) -> dict[str, list[tuple
 
 def _run_report(path: Path, out: Path) -> dict:
     summary = _load_json(path / "summary.json")
+    if not valid_summary(summary):
+        raise SltError(f"{path / 'summary.json'} is not a summary of slt-deploy search")
     records = _records(path / "metrics.jsonl")
     title = f"{summary.get('model')} on {summary.get('data')} ({summary.get('method')})"
     written = []

@@ -129,7 +129,7 @@ def level_table(points: list[Point], levels: list[float]) -> list[list[str]]:
     rows = []
     for level in levels:
         reach = {m: sparsity_at(lines[m], level) for m in methods}
-        row = [f"{100 * level:.0f} %", *(_pct(reach[m]) for m in methods)]
+        row = [f"{100 * level:g} %", *(_pct(reach[m]) for m in methods)]
         if "edge-popup" in lines:
             ep = reach["edge-popup"]
             for g in gates:
