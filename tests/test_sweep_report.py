@@ -127,3 +127,14 @@ def test_sweep_json_records_the_grid(mnist_dir, tmp_path):
     record = json.loads((out / "sweep.json").read_text())
     assert record["cells"] == ["dense-seed3"] and record["base"]["data"] == "mnist"
     assert "seed" not in record["base"] and "method" not in record["base"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("summary.json", '{"test_accuracy": "high"}'), ("summary.json", "[1, 2]")],
+)
+def test_report_refuses_damaged_run_files(name, text, tmp_path):
+    (tmp_path / name).write_text(text)
+    done = run_cli("report", str(tmp_path))
+    assert done.returncode == 2 and "not a summary of slt-deploy search" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
