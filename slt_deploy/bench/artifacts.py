@@ -37,9 +37,17 @@ class Artifact:
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text())
+            report = json.loads(path.read_text())
         except (OSError, ValueError):
             raise SltError(f"{path} is not a readable export report") from None
+        if not isinstance(report, dict) or not all(
+            isinstance(report.get(k, ""), str) for k in ("format", "source_path")
+        ):
+            raise SltError(f"{path} is not an export report of slt-deploy")
+        for key in ("engine", "mask_options"):
+            if not isinstance(report.get(key, {}), dict):
+                raise SltError(f"{path} is not an export report of slt-deploy")
+        return report
 
 
 DEFAULT_BACKEND = {
