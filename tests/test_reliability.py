@@ -295,3 +295,21 @@ def test_the_pickle_scanner_can_fail():
                     "torch.load(f, weights_only=True)")  # fmt: skip
     hits = [_loads_without_weights_only(n) for n in ast.walk(bad) if isinstance(n, ast.Call)]
     assert sum(h is not None for h in hits) == 3
+
+
+def test_ctrl_c_is_one_line_exit_130_and_resumable(reference, tmp_path):
+    out = tmp_path / "run"
+    proc = _start(out)
+    deadline = time.time() + 120
+    while proc.poll() is None and _epochs_done(out) < 1 and time.time() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines() == [
+        "interrupted; a search continues from its last checkpoint with --resume"
+    ]
+    assert load_checkpoint(out / "checkpoint.safetensors")["epoch"] >= 1
+    again = run_cli(*ARGS, "--out", str(out), "--resume")
+    assert again.returncode == 0, again.stderr
+    assert (out / "ticket.safetensors").read_bytes() == reference
