@@ -11,7 +11,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -201,7 +201,6 @@ def load_rows(out: str | Path) -> list[dict]:
             continue
         row = {k: summary.get(k) for k in RESULT_COLUMNS if k != "cell"}
         row["cell"] = summary_path.parent.name
-        row["epoch_metrics"] = summary_path.parent / "metrics.jsonl"
         rows.append(row)
     return rows
 
@@ -246,9 +245,3 @@ def seeds_from(text: str) -> list[int]:
         return sorted({int(t) for t in text.split(",") if t.strip()})
     except ValueError:
         raise SltError(f"--seeds: expected integers separated by commas, got {text!r}") from None
-
-
-def summarise_grid(cells: Iterable[Cell]) -> str:
-    cells = list(cells)
-    methods = sorted({method_label(c.method, c.gate) for c in cells})
-    return f"{len(cells)} cells: {', '.join(methods)}"
