@@ -169,21 +169,27 @@ def _sweep_report(path: Path, out: Path, levels, bench_files) -> dict:
         tables.markdown(drops),
         "## Highest sparsity at an accuracy level\n",
         tables.markdown(reach),
-        *(f"![{p.stem}]({p.name})\n" for p in written),
     ]
-    write_text(out / MARKDOWN_FILE, "\n".join(md))
     sections = [
         ("Settings", f"<p>{settings}; {len(rows)} finished cells.</p>"),
         ("Accuracy and sparsity (mean ± std over seeds)", page.table_html(result)),
         ("Where each method drops 1 point below its best", page.table_html(drops)),
         ("Highest sparsity at an accuracy level", page.table_html(reach)),
-        ("Figures", page.figures_html(written)),
     ]
-    write_text(out / REPORT_FILE, page.page(f"slt-deploy sweep: {title}", sections))
+    written_pages = _write_pages(out, f"slt-deploy sweep: {title}", md, sections, written)
+    return {"kind": "sweep", "cells": len(rows), **written_pages}
+
+
+def _write_pages(
+    out: Path, title: str, markdown: list[str], sections: list[tuple[str, str]], figures: list[Path]
+) -> dict:
+    """results.md and report.html from the same content, the figures appended to both."""
+    links = [f"![{p.stem}]({p.name})\n" for p in figures]
+    write_text(out / MARKDOWN_FILE, "\n".join([*markdown, *links]))
+    html = page.page(title, [*sections, ("Figures", page.figures_html(figures))])
+    write_text(out / REPORT_FILE, html)
     return {
-        "kind": "sweep",
-        "cells": len(rows),
-        "figures": [str(p) for p in written],
+        "figures": [str(p) for p in figures],
         "html": str(out / REPORT_FILE),
         "markdown": str(out / MARKDOWN_FILE),
     }
@@ -273,18 +279,6 @@ def _run_report(path: Path, out: Path) -> dict:
         tables.markdown(head),
         "## Per layer\n",
         tables.markdown(per_layer),
-        *(f"![{p.stem}]({p.name})\n" for p in written),
     ]
-    write_text(out / MARKDOWN_FILE, "\n".join(md))
-    sections = [
-        ("Summary", page.table_html(head)),
-        ("Per layer", page.table_html(per_layer)),
-        ("Figures", page.figures_html(written)),
-    ]
-    write_text(out / REPORT_FILE, page.page(f"slt-deploy run: {title}", sections))
-    return {
-        "kind": "run",
-        "figures": [str(p) for p in written],
-        "html": str(out / REPORT_FILE),
-        "markdown": str(out / MARKDOWN_FILE),
-    }
+    sections = [("Summary", page.table_html(head)), ("Per layer", page.table_html(per_layer))]
+    return {"kind": "run", **_write_pages(out, f"slt-deploy run: {title}", md, sections, written)}
