@@ -32,7 +32,11 @@ def _rss_kib(field: str) -> int:
     return 0
 
 
-def child(model: str, method: str, batch: int, steps: int) -> dict:
+def child(
+    model: str, method: str, batch: int, steps: int, device_name: str = "cpu", variant: str = "bf16"
+) -> dict:
+    """One training setup. On CUDA, `variant` is fp32, bf16 (autocast) or bf16-cl (autocast +
+    channels-last); memory is torch's peak allocation, time is synchronised per step."""
     import torch
 
     from slt_deploy.data import DataSpec
@@ -44,21 +48,31 @@ def child(model: str, method: str, batch: int, steps: int) -> dict:
     baseline = _rss_kib("VmRSS")
     shape = (1, 28, 28) if model == "lenet-300-100" else (3, 32, 32)
     spec = DataSpec("bench", shape, 10, [0.5] * shape[0], [0.25] * shape[0])
+    device = torch.device(device_name)
     config = SearchConfig(model=model, method=method,
-                          target_sparsity=None if method == "dense" else 0.9)  # fmt: skip
-    trainer = build_trainer(config, spec, 1000, torch.device("cpu"))
+                          target_sparsity=None if method == "dense" else 0.9,
+                          amp=variant != "fp32", channels_last=variant == "bf16-cl")  # fmt: skip
+    trainer = build_trainer(config, spec, 1000, device)
+    cuda = device.type == "cuda"
     model_ = trainer.model
     layers = list(masked_layers(model_))
     gated = sum(layer.frozen_weight.numel() for _, layer in layers)
     trainable = sum(p.numel() for p in model_.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model_.parameters()) + sum(b.numel() for b in model_.buffers())
-    x = torch.randn(batch, *shape)
-    y = torch.randint(0, 10, (batch,))
+    x = torch.randn(batch, *shape, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
     times = []
     for i in range(steps + 2):  # two warm-up steps: lazy initialisation, allocator growth
+        if cuda:
+            torch.cuda.synchronize()
         started = time.perf_counter()
         trainer.step(x, y, i)
+        if cuda:
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**20 if cuda else (_rss_kib("VmHWM") - baseline) / 1024
+    )
     return {
         "model": model,
         "method": method,
@@ -67,8 +81,11 @@ def child(model: str, method: str, batch: int, steps: int) -> dict:
         "trainable": trainable,
         "tensors_total": total,
         "step_seconds": statistics.median(times[2:]),
-        "peak_training_mib": (_rss_kib("VmHWM") - baseline) / 1024,
+        "peak_training_mib": peak,
         "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "variant": variant if cuda else "fp32",
+        "batch": batch,
     }
 
 
@@ -78,13 +95,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--variant",
+        default="bf16",
+        help="CUDA only: fp32, bf16 (autocast) or bf16-cl (autocast + channels-last)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(*args.child, args.batch_size, args.steps)))
+        result = child(*args.child, args.batch_size, args.steps, args.device, args.variant)
+        print(json.dumps(result))
         return
     rows = []
-    print(f"batch {args.batch_size}, median of {args.steps} steps after two warm-up steps, CPU")
+    where = "CPU" if args.device == "cpu" else f"{args.device} {args.variant}"
+    print(f"batch {args.batch_size}, median of {args.steps} steps after two warm-up steps, {where}")
     columns = ["model", "gated layers", "gated weights", "other frozen tensors", "dense s/step",
                "gates s/step", "gates / dense time", "dense MiB", "gates MiB",
                "gates / dense memory"]  # fmt: skip
@@ -95,7 +120,8 @@ def main() -> None:
         for method in ("dense", "gates"):
             done = subprocess.run(
                 [sys.executable, __file__, "--child", model, method, "--batch-size",
-                 str(args.batch_size), "--steps", str(args.steps)],
+                 str(args.batch_size), "--steps", str(args.steps), "--device", args.device,
+                 "--variant", args.variant],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             result[method] = json.loads(done.stdout.strip().splitlines()[-1])

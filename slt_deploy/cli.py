@@ -171,12 +171,23 @@ SEARCH_OPTIONS = {  # shared by `search` and `sweep`
     ),
     "--granularity": click.option(
         "--granularity",
-        type=click.Choice(["unstructured", "2:4"]),
+        type=click.Choice(["unstructured", "2:4", "channel", "channel+unstructured"]),
         default="unstructured",
         show_default=True,
         help="unstructured: a gate per weight. 2:4: a gate per weight, at most 2 kept in every "
         "group of 4 consecutive input channels (sparse tensor cores, TensorRT); layers whose input "
-        "channels are not a multiple of 4 stay unstructured.",
+        "channels are not a multiple of 4 stay unstructured. channel: a gate per output channel / "
+        "neuron / MLP hidden unit (the classifier keeps a gate per weight); export removes closed "
+        "channels and the network becomes a smaller dense one (channels joined by a residual "
+        "addition stay ungated). channel+unstructured: both, a gate per weight everywhere too.",
+    ),
+    "--cost": click.option(
+        "--cost",
+        type=click.Choice(["weights", "flops"]),
+        default="weights",
+        show_default=True,
+        help="Channel gates: --target-sparsity is the fraction of weights (or of multiply-adds) "
+        "removed; each gate's penalty weighs what it removes.",
     ),
     "--init": click.option(
         "--init",
@@ -233,6 +244,13 @@ SEARCH_OPTIONS = {  # shared by `search` and `sweep`
         default=True,
         show_default=True,
         help="bf16 autocast on CUDA (ignored on CPU).",
+    ),
+    "--channels-last": click.option(
+        "--channels-last/--no-channels-last",
+        default=False,
+        show_default=True,
+        help="CUDA: convolution weights and inputs in channels-last (NHWC) memory format, "
+        "which tensor-core convolutions prefer (ignored on CPU; bench/architectures.py).",
     ),
     "--on-nan": click.option(
         "--on-nan",
@@ -515,6 +533,13 @@ def report(path: Path, out: Path | None, levels: str | None, bench_files: tuple[
     type=click.Path(path_type=Path),
     help="trt: timing cache file, read and updated (speeds up rebuilds).",
 )
+@click.option(
+    "--shrink/--no-shrink",
+    default=True,
+    show_default=True,
+    help="Channel tickets: remove closed channels, so onnx (and trt) get a smaller dense "
+    "network; --no-shrink keeps the original shapes with zeros folded in.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing artifact.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def export(
@@ -531,6 +556,7 @@ def export(
     max_batch: int,
     workspace_mib: int,
     timing_cache: Path | None,
+    shrink: bool,
     force: bool,
     as_json: bool,
 ) -> None:
@@ -564,6 +590,7 @@ def export(
         data,
         str(data_dir) if data_dir else None,
         trt_options,
+        shrink,
     )
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
@@ -575,6 +602,14 @@ def export(
             f"{parity['max_abs_diff']:.2e} on {parity['samples']} inputs "
             f"({parity['inputs']})"
         )
+        shrunk = report.get("shrunk")
+        if shrunk and shrunk["applied"]:
+            b, a = shrunk["before"], shrunk["after"]
+            click.echo(
+                f"shrunk: {b['params']:,} -> {a['params']:,} parameters "
+                f"({shrunk['params_ratio']:.3f}), {b['macs']:,} -> {a['macs']:,} MACs "
+                f"({shrunk['macs_ratio']:.3f})"
+            )
 
 
 @cli.command(name="eval")

@@ -69,7 +69,9 @@ def build_search_model(config: SearchConfig, data: DataSpec) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = create_model(ModelSpec(config.model, config.model_kwargs), data)
-    return METHODS.get(config.method).prepare(model, config, init_spec(config))
+    return METHODS.get(config.method).prepare(
+        model, config, init_spec(config), tuple(data.input_shape)
+    )
 
 
 def ticket_tensors(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -27,7 +27,7 @@ def test_surgery_freezes_weights_and_learns_only_gates():
     init = InitSpec("uniform", 3)
     model = gate_(
         normalisation_(_net(), affine_bn=False),
-        lambda shape: GateSource(StochasticGate(shape, GateConfig())),
+        lambda name, shape: GateSource(StochasticGate(shape, GateConfig())),
         init,
     )
     assert isinstance(model[0], MaskedConv2d) and isinstance(model[4], MaskedLinear)
@@ -42,7 +42,7 @@ def test_surgery_freezes_weights_and_learns_only_gates():
 def test_eval_uses_exactly_the_binary_mask():
     model = gate_(
         _net(),
-        lambda shape: GateSource(StochasticGate(shape, GateConfig())),
+        lambda name, shape: GateSource(StochasticGate(shape, GateConfig())),
         InitSpec("uniform", 0),
     )
     layer = model[4]

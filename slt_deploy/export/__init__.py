@@ -35,6 +35,7 @@ class ExportRequest:
     data: str | None = None
     data_dir: str | None = None
     trt: object | None = None  # trt_format.BuildOptions
+    shrink: bool = True  # channel tickets: remove closed channels from ONNX and TensorRT
 
 
 Writer = Callable[[Deployable, ExportRequest, torch.Tensor], dict]
@@ -56,11 +57,35 @@ def _check_parity(parity: dict, out: Path, runtime: str) -> dict:
 
 @FORMATS.register("onnx")
 def _onnx(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict:
-    onnx_format.write(net, request.out)
+    onnx_format.write(net, request.out, request.shrink)
+    # against the masked network: the shrunk one must compute the same function
     parity = onnx_format.parity(request.out, net.model, inputs)
     return {
         "parity": _check_parity(parity, request.out, "ONNX Runtime"),
         "opset": onnx_format.OPSET,
+        **shrink_report(net, request.shrink),
+    }
+
+
+def shrink_report(net: Deployable, shrink: bool) -> dict:
+    """Channel tickets: parameters, MACs and bytes before and after removing channels."""
+    if not net.channel_ticket:
+        return {}
+    from slt_deploy.export.shrink import measure
+    from slt_deploy.export.shrink import shrink as shrink_model
+
+    shape = tuple(net.data.input_shape)
+    small, kept = shrink_model(net.model, shape) if shrink else (net.model, {})
+    before, after = measure(net.model, shape), measure(small, shape)
+    return {
+        "shrunk": {
+            "applied": shrink,
+            "before": before.to_dict(),
+            "after": after.to_dict(),
+            "params_ratio": after.params / before.params,
+            "macs_ratio": after.macs / before.macs,
+            "channels_kept": kept,
+        }
     }
 
 
@@ -217,6 +242,7 @@ def export(
     data: str | None = None,
     data_dir: str | None = None,
     trt_options: object | None = None,
+    shrink: bool = True,
 ) -> dict:
     writer = FORMATS.get(fmt)
     if fmt == "trt":
@@ -224,7 +250,7 @@ def export(
 
         import_tensorrt()  # fail before any work when TensorRT or a GPU is missing
     request = ExportRequest(
-        Path(source), fmt, Path(out), threshold, sparsity, data, data_dir, trt_options
+        Path(source), fmt, Path(out), threshold, sparsity, data, data_dir, trt_options, shrink
     )
     net = load_deployable(source, threshold, sparsity, pattern_24=fmt == "2:4")
     inputs, described = parity_inputs(net, data, data_dir)

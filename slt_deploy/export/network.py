@@ -23,6 +23,7 @@ from slt_deploy.search.layers import (
     gateable,
     masked_layers,
     normalisation_,
+    remove_channel_hooks_,
 )
 from slt_deploy.ticket import Ticket, build_model
 
@@ -49,6 +50,19 @@ class Deployable:
     def totals(self) -> tuple[int, int]:
         layers = self.per_layer().values()
         return sum(v["total"] for v in layers), sum(v["kept"] for v in layers)
+
+    @property
+    def channel_ticket(self) -> bool:
+        return str(self.source.get("granularity", "")).startswith("channel")
+
+    def runtime_model(self, shrink: bool = True) -> nn.Module:
+        """The network a dense runtime gets: a channel ticket's closed channels removed
+        (export/shrink.py), or the folded network as it is."""
+        if not (shrink and self.channel_ticket):
+            return self.model
+        from slt_deploy.export.shrink import shrink as shrink_model
+
+        return shrink_model(self.model, tuple(self.data.input_shape))[0]
 
     def extra_tensors(self) -> dict[str, torch.Tensor]:
         """State that is neither a gated weight nor regenerated: BN statistics, biases."""
@@ -79,9 +93,27 @@ def _plain_layer(layer: MaskedLayer, weight: torch.Tensor) -> nn.Module:
     return plain
 
 
+@torch.no_grad()
+def _silence_closed_channels_(model: nn.Module) -> None:
+    """Channel tickets: the gate that zeroed a closed channel after its BatchNorm is taken
+    off, so the channel's bias and BN shift are zeroed instead (its weight row is masked):
+    its output stays exactly zero, the same function without the gate."""
+    for module_name, hook in remove_channel_hooks_(model):
+        closed = ~hook.source.row_mask()
+        producer = model.get_submodule(hook.producer)
+        if producer.bias is not None:
+            producer.bias[closed] = 0.0
+        module = model.get_submodule(module_name)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.running_mean[closed] = 0.0
+            if module.affine:
+                module.bias[closed] = 0.0
+
+
 def fold(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
     """A copy of a masked model with every masked layer replaced by a plain one (W ⊙ B)."""
     plain = copy.deepcopy(model).eval()
+    _silence_closed_channels_(plain)
     for name, layer in list(masked_layers(plain)):
         weight = layer.frozen_weight * masks[name].to(layer.frozen_weight.dtype)
         parent_name, _, child = name.rpartition(".")
@@ -104,12 +136,19 @@ def from_ticket(
     not (keeping the 2 kept weights with the largest gate values per group)."""
     if ticket.config.method == "dense":
         raise SltError("a dense-training run is not a ticket: there is no mask to export")
+    c = ticket.config
+    if c.granularity.startswith("channel") and (
+        threshold is not None or sparsity is not None or pattern_24
+    ):
+        raise SltError(
+            "a channel ticket's mask is its channels: --threshold, --sparsity and --format 2:4 "
+            "apply to unstructured tickets"
+        )
     model = build_model(ticket)
     masks = binary_masks(model, threshold, sparsity)
     projected: list[str] = []
     if pattern_24:
         masks, projected = project_24(masks, gate_scores(model))
-    c = ticket.config
     source = {
         "method": c.method,
         "gate": c.gate if c.method == "gates" else None,

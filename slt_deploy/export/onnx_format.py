@@ -133,8 +133,9 @@ def parity(path: Path, reference: nn.Module, inputs: torch.Tensor) -> dict:
     }
 
 
-def write(net: Deployable, out: Path) -> None:
-    """The folded network as ONNX, checked by onnx.checker."""
-    folded = fold_batchnorm(net.model)
+def write(net: Deployable, out: Path, shrink: bool = True) -> None:
+    """The folded network as ONNX (a channel ticket's closed channels removed unless
+    `shrink` is off), checked by onnx.checker."""
+    folded = fold_batchnorm(net.runtime_model(shrink))
     write_bytes(out, seal(to_onnx_bytes(folded, tuple(net.data.input_shape))))
     check(out)

@@ -272,7 +272,9 @@ def write(net, out: Path, inputs: torch.Tensor, options: BuildOptions) -> dict:
     from slt_deploy.atomic import write_bytes
 
     calibration = inputs if options.int8 else None
-    engine, record = build_engine(net.model, tuple(net.data.input_shape), options, calibration)
+    engine, record = build_engine(
+        net.runtime_model(), tuple(net.data.input_shape), options, calibration
+    )
     write_bytes(out, engine)
     batch = inputs[: options.max_batch]
     got = run_engine(engine, batch)

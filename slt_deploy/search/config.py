@@ -9,7 +9,8 @@ from pathlib import Path
 
 from slt_deploy.errors import SltError
 
-GRANULARITIES = ("unstructured", "2:4")
+GRANULARITIES = ("unstructured", "2:4", "channel", "channel+unstructured")
+COSTS = ("weights", "flops")
 DEVICES = ("auto", "cpu", "cuda")
 ON_NAN = ("stop", "skip-batch")
 _TYPES = {
@@ -55,6 +56,7 @@ class SearchConfig:
     gate_init: float | None = None
     threshold: float = 0.5
     granularity: str = "unstructured"
+    cost: str = "weights"  # channel gates: what --target-sparsity removes a fraction of
     init: str | None = None  # None: the method's default scheme
     init_gain: float | None = None
     scale_fan: bool | None = None  # None: the method's default
@@ -71,6 +73,7 @@ class SearchConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    channels_last: bool = False  # CUDA: NHWC weights and inputs for convolutions
     learn_bias: bool = False
     affine_bn: bool = False
     eval_batch_size: int = 1000
@@ -153,6 +156,12 @@ class SearchConfig:
             )
         if self.granularity not in GRANULARITIES:
             raise SltError(f"--granularity must be one of {', '.join(GRANULARITIES)}")
+        if self.granularity.startswith("channel") and self.method != "gates":
+            raise SltError(f"--granularity {self.granularity} is a gates search")
+        if self.cost not in COSTS:
+            raise SltError(f"--cost must be one of {', '.join(COSTS)}")
+        if self.cost != "weights" and not self.granularity.startswith("channel"):
+            raise SltError("--cost flops weighs channel gates: use it with --granularity channel")
         if self.device not in DEVICES:
             raise SltError(f"--device must be one of {', '.join(DEVICES)}")
         if not 0.0 < self.threshold < 1.0:

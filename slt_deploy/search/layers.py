@@ -8,6 +8,7 @@ by a mask from its `mask_source`: a relaxed sample while training, the binary ma
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import torch
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slt_deploy.init import InitSpec, frozen_weight
+from slt_deploy.search.channels import apply_gate
 from slt_deploy.search.structure import keep_top2_of_4
 
 
@@ -97,6 +99,122 @@ class GateSource(MaskSource):
         return self.gate.masked_weight(weight if eligible is None else weight * eligible)
 
 
+class ChannelSource(GateSource):
+    """`--granularity channel`: one gate per output channel (or none, where the channel
+    cannot be removed), the input columns its producer's gates remove, and optionally a
+    gate per weight as well (`weight_gate`: channel+unstructured).
+
+    In training the channel gate multiplies the channel's output after its BatchNorm (a
+    `ChannelGateHook`; BN would normalise a gate on the weights away). The binary mask is
+    the weights the deployed network drops: rows of closed channels, columns of closed input
+    channels and closed weights.
+    """
+
+    def __init__(
+        self,
+        gate: nn.Module | None,
+        shape: tuple[int, ...],
+        cost_weight: float,
+        weight_gate: nn.Module | None = None,
+    ) -> None:
+        super().__init__(gate, "channel")
+        self.weight_gate = weight_gate
+        self.shape = shape
+        self.kernel = math.prod(shape[2:])  # weights per (output, input) pair
+        self.cost_weight = cost_weight  # 1 per weight, or output positions for --cost flops
+        self.producer: tuple[ChannelSource, int] | None = None  # plain attribute: not a child
+        self.register_buffer("anchor", torch.empty(0), persistent=False)  # follows .to(device)
+
+    def link(self, producer: ChannelSource, repeat: int) -> None:
+        object.__setattr__(self, "producer", (producer, repeat))
+
+    def eligible(self) -> torch.Tensor | None:
+        return None
+
+    def row_mask(self) -> torch.Tensor:
+        if self.gate is None:
+            return torch.ones(self.shape[0], dtype=torch.bool, device=self.anchor.device)
+        return self.gate.binary_mask()
+
+    def column_mask(self) -> torch.Tensor:
+        if self.producer is None:
+            return torch.ones(self.shape[1], dtype=torch.bool, device=self.anchor.device)
+        source, repeat = self.producer
+        return source.row_mask().repeat_interleave(repeat)
+
+    def gate_value(self) -> torch.Tensor:
+        """What the hook multiplies the channels by: a relaxed sample or the binary gate."""
+        if self.training:
+            return self.gate.sample()
+        return self.gate.binary_mask().float()
+
+    def training_mask(self) -> torch.Tensor:
+        if self.weight_gate is None:
+            return torch.ones(self.shape, device=self.anchor.device)
+        return self.weight_gate.sample()
+
+    def masked_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        # the channel gate acts on the output (ChannelGateHook)
+        return weight if self.weight_gate is None else self.weight_gate.masked_weight(weight)
+
+    def binary_mask(self) -> torch.Tensor:
+        rows, cols = self.row_mask(), self.column_mask()
+        pairs = rows[:, None] & cols[None, :]
+        mask = pairs.view(*pairs.shape, *([1] * (len(self.shape) - 2))).expand(self.shape)
+        return mask if self.weight_gate is None else mask & self.weight_gate.binary_mask()
+
+    def counts(self, kind: str) -> tuple[torch.Tensor, float]:
+        """(kept weights as a tensor, total weights), each × cost_weight. `kind`: "expected"
+        (P(open): differentiable, the penalty), "soft" (ẑ) or "binary" (the mask). Gates
+        are independent, so the expected kept weights of a layer are rowsᵀ · Q · columns,
+        Q the weights per (output, input) pair kept by the weight gates."""
+        rows = _gate_values(self.gate, kind, self.shape[0], self.anchor.device)
+        cols = torch.ones(self.shape[1], device=self.anchor.device)
+        if self.producer is not None:
+            source, repeat = self.producer
+            cols = _gate_values(source.gate, kind, source.shape[0], self.anchor.device)
+            cols = cols.repeat_interleave(repeat)
+        total = float(self.cost_weight * math.prod(self.shape))
+        if self.weight_gate is None:
+            return self.cost_weight * self.kernel * rows.sum() * cols.sum(), total
+        per_pair = _gate_values(self.weight_gate, kind, 0, self.anchor.device)
+        per_pair = per_pair.reshape(self.shape[0], self.shape[1], -1).sum(-1)
+        return self.cost_weight * (rows @ per_pair @ cols), total
+
+
+def _gate_values(gate: nn.Module | None, kind: str, size: int, device) -> torch.Tensor:
+    if gate is None:
+        return torch.ones(size, device=device)
+    if kind == "expected":
+        return gate.open_probability()
+    if kind == "soft":
+        return gate.deterministic_gate()
+    return gate.binary_mask().float()
+
+
+class ChannelGateHook:
+    """A forward hook that multiplies a module's output channels by a ChannelSource's gates
+    (installed on the gated layer's BatchNorm, or on the layer when none follows it)."""
+
+    def __init__(self, source: ChannelSource, conv: bool, producer: str) -> None:
+        self.source, self.conv, self.producer = source, conv, producer
+
+    def __call__(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        return apply_gate(output, self.source.gate_value(), self.conv)
+
+
+def remove_channel_hooks_(model: nn.Module) -> list[tuple[str, ChannelGateHook]]:
+    """Take the channel gate hooks off (a folded network has its closed channels in its
+    weights); returns (module name, hook) of each removed one."""
+    removed = []
+    for name, module in model.named_modules():
+        for key, hook in list(module._forward_hooks.items()):
+            if isinstance(hook, ChannelGateHook):
+                del module._forward_hooks[key]
+                removed.append((name, hook))
+    return removed
+
+
 class MaskedLayer(nn.Module):
     """Shared by MaskedLinear and MaskedConv2d: W ⊙ mask with W frozen."""
 
@@ -142,7 +260,7 @@ class MaskedConv2d(MaskedLayer):
 
 
 FilterFn = Callable[[nn.Module, str], bool]
-SourceFactory = Callable[[tuple[int, ...]], MaskSource]
+SourceFactory = Callable[[str, tuple[int, ...]], MaskSource]  # (layer name, weight shape)
 
 
 def gateable(module: nn.Module, name: str) -> bool:
@@ -177,7 +295,7 @@ def gate_(
     for name, module in targets:
         weight = frozen_weight(init, name, tuple(module.weight.shape))
         bias = _new_bias(module, learn_bias)
-        source = make_source(tuple(weight.shape))
+        source = make_source(name, tuple(weight.shape))
         if isinstance(module, nn.Linear):
             new: nn.Module = MaskedLinear(weight, source, bias)
         else:
@@ -237,8 +355,11 @@ def masked_layers(model: nn.Module) -> Iterator[tuple[str, MaskedLayer]]:
 
 def gate_families(model: nn.Module) -> Iterator[nn.Module]:
     for _, layer in masked_layers(model):
-        if isinstance(layer.mask_source, GateSource):
-            yield layer.mask_source.gate
+        source = layer.mask_source
+        if isinstance(source, GateSource) and source.gate is not None:
+            yield source.gate
+        if isinstance(source, ChannelSource) and source.weight_gate is not None:
+            yield source.weight_gate
 
 
 def frozen_weights(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:

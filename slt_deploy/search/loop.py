@@ -21,7 +21,7 @@ from slt_deploy.search import rundir
 from slt_deploy.search.batchnorm import recalibrate_batchnorm_
 from slt_deploy.search.config import SearchConfig
 from slt_deploy.search.distributed import World, close_world, init_world
-from slt_deploy.search.layers import gate_families
+from slt_deploy.search.layers import gate_families, masked_layers
 from slt_deploy.search.sparsity import SparsityController
 from slt_deploy.search.stats import gate_histogram, mask_state, per_layer_sparsity, totals
 from slt_deploy.search.trainer import NonFiniteError, Trainer, build_trainer
@@ -213,6 +213,7 @@ def _run(
     progress: bool,
 ) -> dict:
     world = trainer.world
+    data = data.training_set_on(device)
     masks = mask_state(trainer.model)
     density = masks.binary_density if masks else 1.0
     state, history = _State(), []
@@ -225,7 +226,10 @@ def _run(
     started = time.perf_counter() - state.wall
     with _Progress(progress and world.main, total_steps) as bar:
         while state.step < total_steps and state.epoch < config.epochs:
-            losses, correct, seen = 0.0, 0, 0
+            # running sums stay on the device: reading them every step would stall the GPU
+            losses = torch.zeros((), dtype=torch.float64, device=device)
+            correct = torch.zeros((), dtype=torch.long, device=device)
+            seen = 0
             for images, labels in train_batches(data, config.batch_size, config.seed, state.epoch):
                 if state.step >= total_steps:
                     break
@@ -242,17 +246,17 @@ def _run(
                 loss, logits, masks = result
                 if masks is not None:
                     density = masks.binary_density
-                losses += float(loss) * len(y)
-                correct += int((logits.argmax(1) == y).sum())
+                losses += loss * len(y)
+                correct += (logits.argmax(1) == y).sum()
                 seen += len(y)
                 if state.step % 10 == 0 or state.step == total_steps:
                     bar.update(
                         state.step,
                         state.epoch,
-                        f"loss {float(loss):.3f} acc {correct / seen:.3f} "
+                        f"loss {float(loss):.3f} acc {int(correct) / seen:.3f} "
                         f"sparsity {1 - density:.3f} λ {trainer.controller.lam:.3g}",
                     )
-            losses, correct, seen = world.sum([losses, correct, seen], device)
+            losses, correct, seen = world.sum([float(losses), int(correct), seen], device)
             record = _epoch_record(
                 trainer.model,
                 data,
@@ -366,6 +370,8 @@ def _finish(
         "skipped_batches": history[-1].get("skipped_batches", 0) if history else 0,
         "pure_ticket": not (config.learn_bias or config.affine_bn) and config.method != "dense",
     }
+    if config.granularity.startswith("channel"):
+        summary.update(_shrunk_summary(model, data, config, device))
     if not write:
         return summary
     model.cpu()
@@ -374,6 +380,34 @@ def _finish(
     save_ticket(out / TICKET_FILE, ticket)
     write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True))
     return summary
+
+
+def _shrunk_summary(
+    model: nn.Module, data: DataSplit, config: SearchConfig, device: torch.device
+) -> dict:
+    """Channel tickets: the physically smaller network the export writes, its size and its
+    own test accuracy (it must predict what the masked network predicts)."""
+    from slt_deploy.export.network import fold
+    from slt_deploy.export.shrink import measure, shrink
+
+    masks = {name: layer.mask_source.binary_mask() for name, layer in masked_layers(model)}
+    plain = fold(model, masks).cpu()
+    shape = tuple(data.spec.input_shape)
+    small, kept = shrink(plain, shape)
+    before, after = measure(plain, shape), measure(small, shape)
+    accuracy = evaluate(
+        small.to(device), data.test_x, data.test_y, data, config.eval_batch_size, device
+    )
+    return {
+        "shrunk_test_accuracy": accuracy,
+        "shrunk_channels_kept": kept,
+        "shrunk_params_ratio": after.params / before.params,
+        "shrunk_macs_ratio": after.macs / before.macs,
+        "params_dense_network": before.params,
+        "params_shrunk_network": after.params,
+        "macs_dense_network": before.macs,
+        "macs_shrunk_network": after.macs,
+    }
 
 
 def _save_checkpoint(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from slt_deploy.search.layers import GateSource, gate_families, masked_layers
+from slt_deploy.search.layers import ChannelSource, GateSource, gate_families, masked_layers
 
 HISTOGRAM_BINS = 10
 
@@ -44,11 +44,7 @@ def totals(layers: dict[str, dict]) -> tuple[int, int, float]:
 def gate_histogram(model: nn.Module) -> dict | None:
     """How decided the gates are: fractions at exactly 0, exactly 1, in between, and a
     10-bin histogram of deterministic gate values ẑ over [0, 1]."""
-    values = [
-        layer.mask_source.gate.deterministic_gate().flatten()
-        for _, layer in masked_layers(model)
-        if isinstance(layer.mask_source, GateSource)
-    ]
+    values = [gate.deterministic_gate().flatten() for gate in gate_families(model)]
     if not values:
         return None
     z = torch.cat(values).float()
@@ -74,8 +70,31 @@ class MaskState:
     gates: int
 
 
+def channel_sources(model: nn.Module) -> list[ChannelSource]:
+    return [
+        layer.mask_source
+        for _, layer in masked_layers(model)
+        if isinstance(layer.mask_source, ChannelSource)
+    ]
+
+
+def channel_density(sources: list[ChannelSource], kind: str) -> torch.Tensor:
+    """Fraction of weights (or of multiply-adds, --cost flops) the channel gates keep, over
+    every layer they touch (rows and input columns): `kind` as ChannelSource.counts."""
+    kept, total = zip(*(source.counts(kind) for source in sources), strict=True)
+    return torch.stack([k.float().reshape(()) for k in kept]).sum() / sum(total)
+
+
 @torch.no_grad()
 def mask_state(model: nn.Module) -> MaskState | None:
+    sources = channel_sources(model)
+    if sources:
+        return MaskState(
+            float(channel_density(sources, "expected")),
+            float(channel_density(sources, "binary")),
+            float(channel_density(sources, "soft")),
+            n_gate_params(model),
+        )
     expected, kept, soft, total = 0.0, 0, 0.0, 0
     for _, layer in masked_layers(model):
         source = layer.mask_source
@@ -99,22 +118,46 @@ def n_gate_params(model: nn.Module) -> int:
     return sum(gate.parameter.numel() for gate in gate_families(model))
 
 
+def _channel_penalty_grads(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(parameter, ∂ expected density/∂parameter) for channel gates. The expected kept
+    weights of a layer are k · Σ P(open rows) · Σ P(open input columns): the producer's and
+    the consumer's gates both count, so a gate is weighed by everything it removes. Taken
+    with autograd.grad, which leaves .grad (and DDP's hooks) alone."""
+    gates = list(gate_families(model))
+    with torch.enable_grad():
+        density = channel_density(channel_sources(model), "expected")
+        grads = torch.autograd.grad(density, [g.parameter for g in gates])
+    return [(g.parameter, grad) for g, grad in zip(gates, grads, strict=True)]
+
+
 @torch.no_grad()
-def add_penalty_grad_(model: nn.Module, coefficient: float) -> None:
-    """Add ∂(coefficient · Σ P(open))/∂θ to every gate parameter's gradient: the expected-L0
-    penalty, applied analytically (the same gradient autograd would give, at a fraction of
-    the cost; tests/test_gates.py checks the formulas against autograd)."""
+def add_penalty_grad_(model: nn.Module, lam: float) -> None:
+    """Add the gradient of λ · E[L0]/N to every gate parameter: unstructured gates apply it
+    analytically (the same gradient autograd would give, at a fraction of the cost;
+    tests/test_gates.py checks the formulas against autograd); channel gates use the expected
+    density of the weights they remove."""
+    if channel_sources(model):
+        for param, grad in _channel_penalty_grads(model):
+            grad = grad.mul(lam).to(param.dtype)
+            param.grad = grad if param.grad is None else param.grad.add_(grad)
+        return
+    coefficient = lam / n_gate_params(model)
     for gate in gate_families(model):
         gate.add_penalty_grad_(coefficient)
 
 
 def penalty_balance(model: nn.Module) -> float:
-    """‖∇CE‖ / ‖∇(E[L0]/N)‖ over the gate parameters, with ∇CE already in .grad: the λ at which
-    the two forces balance, the controller's natural scale."""
-    ce, pen, total = 0.0, 0.0, 0
-    for gate in gate_families(model):
-        if gate.parameter.grad is not None:
-            ce += float(gate.parameter.grad.float().square().sum())
-        pen += float(gate.open_probability_grad().square().sum())
-        total += gate.parameter.numel()
+    """‖∇CE‖ / ‖∇(penalty at λ = 1)‖ over the gate parameters, with ∇CE already in .grad:
+    the λ at which the two forces balance, the controller's natural scale."""
+    gates = list(gate_families(model))
+    ce = sum(
+        float(g.parameter.grad.float().square().sum())
+        for g in gates
+        if g.parameter.grad is not None
+    )
+    if channel_sources(model):
+        pen = sum(float(grad.float().square().sum()) for _, grad in _channel_penalty_grads(model))
+        return (ce**0.5) / max(pen**0.5, 1e-30)
+    pen = sum(float(g.open_probability_grad().square().sum()) for g in gates)
+    total = sum(g.parameter.numel() for g in gates)
     return (ce**0.5) / max((pen**0.5) / total, 1e-30)

@@ -20,7 +20,6 @@ from slt_deploy.search.stats import (
     MaskState,
     add_penalty_grad_,
     mask_state,
-    n_gate_params,
     penalty_balance,
 )
 from slt_deploy.ticket import build_search_model
@@ -79,13 +78,19 @@ class Trainer:
         self.control_every = control_interval(self.total_steps)
         self.skipped_batches = 0
         self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        device = tensors[0].device if tensors else torch.device("cpu")
+        self.channels_last = channels_last(self.config, device)
 
     def parameters_finite(self) -> bool:
         return bool(torch.stack([p.detach().isfinite().all() for p in self.trainable]).all())
 
-    def _gradients_finite(self) -> bool:
-        grads = [p.grad.isfinite().all() for p in self.trainable if p.grad is not None]
-        return bool(torch.stack(grads).all()) if grads else True
+    def _finite_flags(self, loss: torch.Tensor) -> tuple[bool, bool]:
+        """(loss finite, every gradient finite), read from the device in one transfer."""
+        flags = [torch.isfinite(loss.detach()).reshape(())]
+        flags += [p.grad.isfinite().all() for p in self.trainable if p.grad is not None]
+        values = torch.stack(flags).tolist()
+        return bool(values[0]), all(values[1:])
 
     def _non_finite(self, what: str, step: int) -> None:
         """--on-nan: skip the batch (if the state itself is still finite) or stop."""
@@ -104,24 +109,28 @@ class Trainer:
         None: the batch gave a non-finite loss or gradient and was skipped (--on-nan)."""
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = learning_rate(base, step, self.total_steps, self.config.schedule)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast:
             logits = self.forward_model(x).float()
             scaled = logits if self.temperature is None else self.temperature(logits)
             loss = F.cross_entropy(scaled, y)
-        if self.world.any(not torch.isfinite(loss), x.device):
-            return self._non_finite("loss", step)
         self.optimizer.zero_grad(set_to_none=True)
-        (loss * weight if weight != 1.0 else loss).backward()
+        (loss * weight if weight != 1.0 else loss).backward()  # harmless on a NaN loss
         if self.temperature is not None:
             self.world.average_gradients_(list(self.temperature.parameters()))
-        if not self._gradients_finite():
+        # one host-device synchronisation per step for both checks (each is a GPU stall)
+        loss_ok, grads_ok = self._finite_flags(loss)
+        if self.world.any(not loss_ok, x.device):
+            return self._non_finite("loss", step)
+        if not grads_ok:
             return self._non_finite("gradient", step)
         controller = self.controller
         if self.method.penalised:
             if controller.needs_scale:
                 controller.scale = penalty_balance(self.model)
             if controller.lam:
-                add_penalty_grad_(self.model, controller.lam / n_gate_params(self.model))
+                add_penalty_grad_(self.model, controller.lam)
         self.optimizer.step()
         masks = None
         if self.method.penalised and (step + 1) % self.control_every == 0:
@@ -151,6 +160,10 @@ class Trainer:
         self.skipped_batches = int(state.get("skipped_batches", 0))
 
 
+def channels_last(config: SearchConfig, device: torch.device) -> bool:
+    return config.channels_last and device.type == "cuda"
+
+
 def uses_temperature(config: SearchConfig) -> bool:
     if config.loss_temperature == "auto":
         return config.method != "dense"  # dense learns its own scale
@@ -167,6 +180,8 @@ def build_trainer(
     """Seed, build the network with the method's surgery, and everything that trains it."""
     torch.manual_seed(config.seed)
     model = build_search_model(config, data).to(device).train()
+    if channels_last(config, device):
+        model = model.to(memory_format=torch.channels_last)
     method = METHODS.get(config.method)
     temperature = LossTemperature().to(device) if uses_temperature(config) else None
     optimizer = build_optimizer(model, config, extra=temperature)

@@ -1,0 +1,147 @@
+"""Physically smaller networks: closed channels removed, with their consumers' input slices.
+
+A channel is removed only when its output is exactly zero for every input: its weight row is
+all zero, and bias and BatchNorm map zero to zero (`fold` makes this so for channel tickets,
+where the gate sat after the BatchNorm). Removal is then exact: the consumers' dropped input
+columns only ever multiplied zeros. Which channels may go at all is the channel plan's
+(search/channels.py): the same torch.fx analysis the search used.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from slt_deploy.search.channels import channel_plan
+
+
+@dataclass(frozen=True)
+class Size:
+    """Parameters, multiply-adds per sample and fp32 weight bytes of a network."""
+
+    params: int
+    macs: int
+
+    @property
+    def bytes(self) -> int:
+        return 4 * self.params
+
+    def to_dict(self) -> dict:
+        return {"params": self.params, "macs": self.macs, "bytes_fp32": self.bytes}
+
+
+@torch.no_grad()
+def measure(model: nn.Module, input_shape: tuple[int, ...]) -> Size:
+    """Parameters and buffers of the layers, and MACs of every Conv2d and Linear for one
+    sample (counted from the shapes a real forward pass produces)."""
+    macs = 0
+
+    def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal macs
+        per_output = module.weight[0].numel()  # in/groups · kh · kw, or in_features
+        macs += output.numel() // output.shape[0] * per_output
+
+    handles = [
+        m.register_forward_hook(count)
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
+    try:
+        model.eval()(torch.zeros(1, *input_shape))
+    finally:
+        for handle in handles:
+            handle.remove()
+    params = sum(p.numel() for p in model.parameters())
+    return Size(params, macs)
+
+
+def _zero_output_channels(model: nn.Module, producer: str, norm: str | None) -> torch.Tensor:
+    """Channels of `producer` whose output (after `norm`) is zero for every input."""
+    layer = model.get_submodule(producer)
+    weight = layer.weight.detach()
+    dead = ~weight.reshape(weight.shape[0], -1).any(dim=1)
+    constant = torch.zeros(weight.shape[0]) if layer.bias is None else layer.bias.detach()
+    if norm is not None:
+        bn = model.get_submodule(norm)
+        constant = (constant - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps)
+        if bn.affine:
+            constant = constant * bn.weight.detach() + bn.bias.detach()
+    return dead & (constant == 0)
+
+
+def _slice_layer(layer: nn.Module, rows: torch.Tensor | None, cols: torch.Tensor | None):
+    weight = layer.weight.detach()
+    bias = None if layer.bias is None else layer.bias.detach()
+    if rows is not None:
+        weight = weight[rows]
+        bias = None if bias is None else bias[rows]
+    if cols is not None:
+        weight = weight[:, cols]
+    if isinstance(layer, nn.Conv2d):
+        new: nn.Module = nn.Conv2d(
+            weight.shape[1],
+            weight.shape[0],
+            weight.shape[2:],
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            bias=bias is not None,
+        )
+    else:
+        new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    new.weight = nn.Parameter(weight.clone(), requires_grad=False)
+    if bias is not None:
+        new.bias = nn.Parameter(bias.clone(), requires_grad=False)
+    return new
+
+
+def _slice_norm(bn: nn.Module, rows: torch.Tensor) -> nn.Module:
+    new = type(bn)(int(rows.numel()), eps=bn.eps, momentum=bn.momentum, affine=bn.affine)
+    new.running_mean.copy_(bn.running_mean[rows])
+    new.running_var.copy_(bn.running_var[rows])
+    if bn.affine:
+        new.weight = nn.Parameter(bn.weight.detach()[rows].clone(), requires_grad=False)
+        new.bias = nn.Parameter(bn.bias.detach()[rows].clone(), requires_grad=False)
+    return new.eval()
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+@torch.no_grad()
+def shrink(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[nn.Module, dict[str, int]]:
+    """A copy of a plain eval-mode network with every always-zero removable channel removed.
+    Returns the network and the channels kept per layer that lost any. A layer keeps at least
+    one channel (its output is zero anyway) so that every runtime accepts the shapes."""
+    plan = channel_plan(model, input_shape)
+    rows: dict[str, torch.Tensor] = {}
+    cols: dict[str, torch.Tensor] = {}
+    norms: dict[str, str] = {}
+    kept: dict[str, int] = {}
+    for producer, group in plan.groups.items():
+        alive = ~_zero_output_channels(model, producer, group.norm)
+        if bool(alive.all()):
+            continue
+        if not bool(alive.any()):
+            alive[0] = True
+        keep = alive.nonzero().flatten()
+        rows[producer] = keep
+        kept[producer] = int(keep.numel())
+        if group.norm is not None:
+            norms[group.norm] = producer
+        for consumer, repeat in group.consumers:
+            expanded = (keep[:, None] * repeat + torch.arange(repeat)[None, :]).flatten()
+            cols[consumer] = expanded
+    small = copy.deepcopy(model).eval()
+    for name in sorted(set(rows) | set(cols)):
+        layer = small.get_submodule(name)
+        _replace(small, name, _slice_layer(layer, rows.get(name), cols.get(name)))
+    for norm, producer in norms.items():
+        _replace(small, norm, _slice_norm(small.get_submodule(norm), rows[producer]))
+    return small.eval(), kept

@@ -1,0 +1,217 @@
+"""Channel plans: which output channels (conv) or neurons (linear) can be removed, and where.
+
+A channel of a layer can be removed physically when everything between the layer and the
+layers that read it is channel-wise (BatchNorm, activations, pooling, dropout, flatten): then
+the channel's removal takes the matching input slice of every consumer with it, and nothing
+else changes. A channel that reaches an addition (a residual join), a concatenation, a
+reshape into heads or the network's output is left ungated. The plan is read off the
+network's graph by torch.fx, so the same rule covers LeNet, Conv-N, ResNets (the channels
+inside a residual block are gated, those joined by the addition are not) and ViT/Swin MLPs
+(hidden units gated).
+
+With non-affine BatchNorm after a layer, a gate on the layer's weights would be normalised
+away (BN is scale-invariant: ∂BN(z·y)/∂z = 0). The gate therefore sits after the layer's
+BatchNorm when one follows it directly, and on the layer's output otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slt_deploy.errors import SltError
+
+CHANNEL_WISE_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.GELU,
+    nn.SiLU,
+    nn.LeakyReLU,
+    nn.Hardswish,
+    nn.Tanh,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Dropout,
+    nn.Identity,
+)
+CHANNEL_WISE_FUNCTIONS = {
+    F.relu,
+    torch.relu,
+    F.gelu,
+    F.silu,
+    F.max_pool2d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_max_pool2d,
+    F.dropout,
+}
+CHANNEL_WISE_METHODS = {"relu", "contiguous"}
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """The removable channels of one layer: `gate_after` is where the gate multiplies (the
+    layer's BatchNorm or the layer itself); each consumer reads every channel as `repeat`
+    consecutive input features (> 1 after a flatten)."""
+
+    producer: str
+    gate_after: str
+    norm: str | None
+    channels: int
+    consumers: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """What a gated layer costs: its weight count and the output positions each weight is
+    applied at (H·W for a conv, tokens for a linear on a sequence), for `--cost flops`."""
+
+    weights: int
+    positions: int
+
+
+@dataclass(frozen=True)
+class ChannelPlan:
+    groups: dict[str, ChannelGroup]  # by producer
+    shapes: dict[str, LayerShape]  # every gateable layer
+    outputs: frozenset[str]  # layers whose channels are the network's outputs (classifiers)
+
+    def producer_of(self, consumer: str) -> tuple[str, int] | None:
+        for group in self.groups.values():
+            for name, repeat in group.consumers:
+                if name == consumer:
+                    return group.producer, repeat
+        return None
+
+
+def _is_gateable(module: nn.Module) -> bool:
+    if isinstance(module, nn.Conv2d):
+        return module.groups == 1
+    return isinstance(module, nn.Linear)
+
+
+def _channel_dim(module: nn.Module) -> int:
+    return 1 if isinstance(module, nn.Conv2d) else -1
+
+
+def _trace(model: nn.Module):
+    from torch import fx
+
+    try:
+        return fx.symbolic_trace(model)
+    except Exception as exc:  # fx raises many kinds for untraceable Python control flow
+        raise SltError(
+            f"--granularity channel cannot read this model's graph (torch.fx: {type(exc).__name__})"
+        ) from None
+
+
+def _flatten_start(node) -> int | None:
+    """start_dim of a flatten node, or None when the node is not a flatten."""
+    if node.op == "call_function" and node.target is torch.flatten:
+        return node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+    if node.op == "call_method" and node.target == "flatten":
+        return node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+    return None
+
+
+def channel_plan(model: nn.Module, input_shape: tuple[int, ...]) -> ChannelPlan:
+    """The removable channel groups of a plain (un-gated) model, for one input shape."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    graph_module = _trace(model)
+    modules = dict(graph_module.named_modules())
+    ShapeProp(graph_module).propagate(torch.zeros(1, *input_shape))
+    shapes: dict[str, LayerShape] = {}
+    groups: dict[str, ChannelGroup] = {}
+    outputs: set[str] = set()
+    for node in graph_module.graph.nodes:
+        if node.op != "call_module" or not _is_gateable(modules[node.target]):
+            continue
+        module = modules[node.target]
+        out_shape = node.meta["tensor_meta"].shape
+        positions = (
+            math.prod(out_shape[2:])
+            if isinstance(module, nn.Conv2d)
+            else (math.prod(out_shape[1:-1]) if len(out_shape) > 2 else 1)
+        )
+        shapes[node.target] = LayerShape(module.weight.numel(), int(positions))
+        group = _follow(node, module, modules)
+        if isinstance(group, ChannelGroup):
+            groups[node.target] = group
+        elif group == "output":
+            outputs.add(node.target)
+    return ChannelPlan(groups, shapes, frozenset(outputs))
+
+
+def _follow(start, producer: nn.Module, modules: dict) -> ChannelGroup | str:
+    """Walk from a layer's output through channel-wise nodes to the layers that read it.
+    Returns the group, or why there is none: "output" (the channels are the network's
+    outputs) or "joined" (an addition, concatenation, reshape, ...)."""
+    channels = producer.weight.shape[0]
+    dim = _channel_dim(producer)
+    norm = None
+    users = list(start.users)
+    if len(users) == 1 and users[0].op == "call_module":
+        first = modules[users[0].target]
+        if isinstance(first, nn.BatchNorm2d | nn.BatchNorm1d):
+            norm = users[0].target
+    consumers: list[tuple[str, int]] = []
+    frontier = [(user, 1) for user in users]
+    seen = set()
+    while frontier:
+        node, repeat = frontier.pop()
+        if (node, repeat) in seen:
+            continue
+        seen.add((node, repeat))
+        if node.op == "call_module":
+            module = modules[node.target]
+            if _is_gateable(module):
+                if isinstance(module, nn.Linear) and dim == 1 and repeat == 1:
+                    return "joined"  # a conv's channels read along the wrong axis by a linear
+                consumers.append((node.target, repeat))
+                continue
+            if isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d) and node.target != norm:
+                return "joined"  # a later BatchNorm would normalise the gate away
+            if isinstance(module, nn.Flatten):
+                repeat = _flattened(node, module.start_dim, dim, repeat)
+                if repeat is None:
+                    return "joined"
+            elif not isinstance(module, (*CHANNEL_WISE_MODULES, nn.BatchNorm2d, nn.BatchNorm1d)):
+                return "joined"
+        elif node.op == "call_function" and node.target in CHANNEL_WISE_FUNCTIONS:
+            pass
+        elif (start_dim := _flatten_start(node)) is not None:
+            repeat = _flattened(node, start_dim, dim, repeat)
+            if repeat is None:
+                return "joined"
+        elif node.op == "call_method" and node.target in CHANNEL_WISE_METHODS:
+            pass
+        elif node.op == "output":
+            return "output"
+        else:
+            return "joined"  # an addition, concatenation, reshape, ...
+        frontier += [(user, repeat) for user in node.users]
+    if not consumers:
+        return "joined"
+    return ChannelGroup(start.target, norm or start.target, norm, channels, tuple(consumers))
+
+
+def _flattened(node, start_dim: int, dim: int, repeat: int) -> int | None:
+    """A flatten from the channel axis on turns each channel into H·W consecutive features."""
+    source = node.args[0].meta["tensor_meta"].shape
+    if dim != 1 or start_dim != 1 or len(source) < 2:
+        return None
+    return repeat * math.prod(source[2:])
+
+
+def apply_gate(output: torch.Tensor, gate: torch.Tensor, conv: bool) -> torch.Tensor:
+    """Multiply each channel (conv: dim 1; linear: the last dim) by its gate value."""
+    if conv:
+        return output * gate.view(1, -1, *([1] * (output.dim() - 2))).to(output.dtype)
+    return output * gate.to(output.dtype)
