@@ -15,7 +15,7 @@
 set -u
 DATA=$1
 OUT=$2
-BUDGET=${3:-300}
+BUDGET=${3:-270}
 DEVICE=${DEVICE:-cuda}  # DEVICE=cpu: a dry run of the script itself
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 SLT_DEPLOY_CACHE=/tmp/slt-cache OMP_NUM_THREADS=2
@@ -59,22 +59,23 @@ run() {  # name, then search options; cut off at BUDGET seconds
     --quiet --out "$RUNS/$name" "$@" >"$OUT/$name.log" 2>&1
   echo "$name: exit $? after $((SECONDS - start)) s"
 }
-run conv4-gates-90 --model conv4 --target-sparsity 0.9 --epochs 25 $COMPILE &
-run conv4-ep-90 --model conv4 --method edge-popup --target-sparsity 0.9 --epochs 25 &
-run conv4-gates-50 --model conv4 --target-sparsity 0.5 --epochs 25 $COMPILE &
-run conv4-ep-50 --model conv4 --method edge-popup --target-sparsity 0.5 --epochs 25 &
-run conv4-dense --model conv4 --method dense --epochs 25 &
-run resnet18-gates-90 --model resnet18 --target-sparsity 0.9 --epochs 12 $COMPILE &
-run resnet18-ep-90 --model resnet18 --method edge-popup --target-sparsity 0.9 --epochs 12 &
-run conv6-channel-50 --model conv6 --granularity channel --target-sparsity 0.5 --epochs 25 &
-run conv6-channel-70 --model conv6 --granularity channel --target-sparsity 0.7 --epochs 25 &
+run conv4-gates-90 --model conv4 --target-sparsity 0.9 --epochs 30 $COMPILE &
+run conv4-ep-90 --model conv4 --method edge-popup --target-sparsity 0.9 --epochs 30 &
+run conv4-gates-50 --model conv4 --target-sparsity 0.5 --epochs 30 $COMPILE &
+run conv4-ep-50 --model conv4 --method edge-popup --target-sparsity 0.5 --epochs 30 &
+run conv4-dense --model conv4 --method dense --epochs 30 &
+run resnet18-gates-90 --model resnet18 --target-sparsity 0.9 --epochs 15 $COMPILE &
+run resnet18-ep-90 --model resnet18 --method edge-popup --target-sparsity 0.9 --epochs 15 &
+run conv6-channel-50 --model conv6 --granularity channel --target-sparsity 0.5 --epochs 30 &
+run conv6-channel-70 --model conv6 --granularity channel --target-sparsity 0.7 --epochs 30 &
+run conv6-dense --model conv6 --method dense --epochs 30 &
 wait
 
-timeout 150 $py bench/architectures.py --device "$DEVICE" --variant bf16 --batch-size 128 --steps 10 \
+timeout 120 $py bench/architectures.py --device "$DEVICE" --variant bf16 --batch-size 128 --steps 10 \
   --models conv4,conv6,resnet18,resnet50,wrn-28-10,vit_tiny,vit_small,swin_tiny \
   --json "$OUT/architectures-cuda-bf16.json" 2>&1 | tee "$OUT/architectures.log"
 for variant in fp32 bf16-cl; do
-  timeout 40 $py bench/architectures.py --device "$DEVICE" --variant $variant --batch-size 128 \
+  timeout 30 $py bench/architectures.py --device "$DEVICE" --variant $variant --batch-size 128 \
     --steps 10 --models resnet18 2>&1 | tail -1 | tee -a "$OUT/architectures.log"
 done
 
@@ -82,9 +83,12 @@ for dir in "$RUNS"/*/; do
   name=$(basename "$dir")
   case $name in smoke-*) continue ;; esac
   [ -f "$dir/ticket.safetensors" ] && $py -m slt_deploy export "$dir" --format slt \
-    --out "$dir/ticket.slt" >/dev/null 2>&1
+    --out "$dir/ticket.slt" >/dev/null 2>&1 &
+done
+wait
+for dir in "$RUNS"/*/; do
   rm -f "$dir/checkpoint.safetensors" "$dir/.lock"
-  case $name in conv6-channel-*) ;; *) rm -f "$dir/ticket.safetensors" ;; esac
+  case $(basename "$dir") in conv6-channel-*) ;; *) rm -f "$dir/ticket.safetensors" ;; esac
 done
 tar -czf "$OUT/runs.tar.gz" -C "$RUNS" --exclude 'smoke-*' .
 $py - "$RUNS" <<'EOF'

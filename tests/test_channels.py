@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import run_cli
+
 from slt_deploy.data.base import DataSpec
 from slt_deploy.evaluate import evaluate_artifact
 from slt_deploy.export import export
@@ -50,8 +50,39 @@ def test_plan_leaves_residual_joins_and_attention_ungated():
     )
     assert all(g.norm and g.norm.endswith("bn1") for g in resnet.groups.values())
     vit = _plan("vit_tiny", (3, 32, 32))
-    assert sorted(vit.groups) == sorted(f"blocks.{i}.mlp.fc1" for i in range(12))
-    assert all(g.consumers == ((p.replace("fc1", "fc2"), 1),) for p, g in vit.groups.items())
+    mlp = {f"blocks.{i}.mlp.fc1" for i in range(12)}
+    heads = {f"blocks.{i}.attn.qkv" for i in range(12)}
+    assert set(vit.groups) == mlp | heads  # MLP hidden units and attention heads
+    for name in mlp:
+        assert vit.groups[name].consumers == ((name.replace("fc1", "fc2"), 1),)
+    for name in heads:
+        group = vit.groups[name]
+        assert (group.channels, group.head_dim) == (3, 64)
+        assert group.consumers == ((name.replace("qkv", "proj"), 64),)
+
+
+def test_shrinking_attention_heads_and_mlp_units_is_exact():
+    import timm
+
+    torch.manual_seed(0)
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=32, depth=1,
+        num_heads=4, num_classes=10, pretrained=False,
+    ).eval()  # fmt: skip
+    attn, mlp = vit.blocks[0].attn, vit.blocks[0].mlp
+    with torch.no_grad():
+        qkv = attn.qkv.weight.view(3, 4, 8, 32)
+        qkv[:, [1, 3]] = 0  # heads 1 and 3 closed: their q, k and v rows
+        attn.qkv.bias.view(3, 4, 8)[:, [1, 3]] = 0
+        mlp.fc1.weight[::2] = 0  # every other hidden unit closed (GELU(0) = 0)
+        mlp.fc1.bias[::2] = 0
+    small, kept = shrink(vit, (3, 16, 16))
+    assert kept == {"blocks.0.attn.qkv": 2, "blocks.0.mlp.fc1": 64}
+    assert small.blocks[0].attn.num_heads == 2
+    assert small.blocks[0].attn.qkv.out_features == 3 * 2 * 8
+    x = torch.randn(8, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(small(x), vit(x), atol=1e-5)
 
 
 @pytest.fixture(scope="module")

@@ -124,15 +124,25 @@ def shrink(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[nn.Module, d
     cols: dict[str, torch.Tensor] = {}
     norms: dict[str, str] = {}
     kept: dict[str, int] = {}
+    heads: dict[str, int] = {}
     for producer, group in plan.groups.items():
-        alive = ~_zero_output_channels(model, producer, group.norm)
+        if group.attention is None:
+            alive = ~_zero_output_channels(model, producer, group.norm)
+        else:
+            alive = ~_zero_heads(model.get_submodule(producer), group.channels)
         if bool(alive.all()):
             continue
         if not bool(alive.any()):
             alive[0] = True
         keep = alive.nonzero().flatten()
-        rows[producer] = keep
         kept[producer] = int(keep.numel())
+        if group.attention is None:
+            rows[producer] = keep
+        else:  # q, k and v rows of every kept head
+            per_head = (keep[:, None] * group.head_dim + torch.arange(group.head_dim)).flatten()
+            width = group.channels * group.head_dim
+            rows[producer] = torch.cat([part * width + per_head for part in range(3)])
+            heads[group.attention] = int(keep.numel())
         if group.norm is not None:
             norms[group.norm] = producer
         for consumer, repeat in group.consumers:
@@ -144,4 +154,17 @@ def shrink(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[nn.Module, d
         _replace(small, name, _slice_layer(layer, rows.get(name), cols.get(name)))
     for norm, producer in norms.items():
         _replace(small, norm, _slice_norm(small.get_submodule(norm), rows[producer]))
+    for name, count in heads.items():
+        attention = small.get_submodule(name)
+        head_dim = attention.attn_dim // attention.num_heads
+        attention.num_heads, attention.attn_dim = count, count * head_dim
     return small.eval(), kept
+
+
+def _zero_heads(qkv: nn.Module, num_heads: int) -> torch.Tensor:
+    """Heads whose q, k and v rows (and biases) are all zero: their output is zero."""
+    weight = qkv.weight.detach().reshape(3, num_heads, -1)
+    dead = ~weight.any(dim=2).any(dim=0)
+    if qkv.bias is not None:
+        dead &= ~qkv.bias.detach().reshape(3, num_heads, -1).any(dim=2).any(dim=0)
+    return dead

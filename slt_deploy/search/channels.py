@@ -58,13 +58,25 @@ CHANNEL_WISE_METHODS = {"relu", "contiguous"}
 class ChannelGroup:
     """The removable channels of one layer: `gate_after` is where the gate multiplies (the
     layer's BatchNorm or the layer itself); each consumer reads every channel as `repeat`
-    consecutive input features (> 1 after a flatten)."""
+    consecutive input features (> 1 after a flatten).
+
+    Attention heads are a group too (`attention` names the module): one gate per head of its
+    qkv layer, whose rows are [q | k | v] × heads × head_dim, applied to the head's output
+    where the projection reads it (`gate_after` is the projection, gated on its input)."""
 
     producer: str
     gate_after: str
     norm: str | None
     channels: int
     consumers: tuple[tuple[str, int], ...]
+    attention: str | None = None
+    head_dim: int = 1
+
+    def expand_rows(self, per_gate: torch.Tensor) -> torch.Tensor:
+        """Per-gate values → per-row values of the producer's weight."""
+        if self.attention is None:
+            return per_gate
+        return per_gate.repeat_interleave(self.head_dim).repeat(3)
 
 
 @dataclass(frozen=True)
@@ -146,7 +158,45 @@ def channel_plan(model: nn.Module, input_shape: tuple[int, ...]) -> ChannelPlan:
             groups[node.target] = group
         elif group == "output":
             outputs.add(node.target)
+    for group in _attention_heads(model):
+        groups[group.producer] = group
     return ChannelPlan(groups, shapes, frozenset(outputs))
+
+
+def is_head_attention(module: nn.Module) -> bool:
+    """timm's `Attention` (ViT, DeiT, ...): qkv → heads → proj, sized by `num_heads` and
+    `attn_dim`, with nothing per head between (no q/k norm, no output norm or gate)."""
+    return (
+        type(module).__name__ == "Attention"
+        and isinstance(getattr(module, "qkv", None), nn.Linear)
+        and isinstance(getattr(module, "proj", None), nn.Linear)
+        and hasattr(module, "num_heads")
+        and hasattr(module, "attn_dim")
+        and all(
+            isinstance(getattr(module, n, nn.Identity()), nn.Identity)
+            for n in ("q_norm", "k_norm", "norm")
+        )
+        and getattr(module, "gate", None) is None
+    )
+
+
+def _attention_heads(model: nn.Module) -> list[ChannelGroup]:
+    groups = []
+    for name, module in model.named_modules():
+        if is_head_attention(module):
+            head_dim = module.attn_dim // module.num_heads
+            groups.append(
+                ChannelGroup(
+                    f"{name}.qkv",
+                    f"{name}.proj",
+                    None,
+                    module.num_heads,
+                    ((f"{name}.proj", head_dim),),
+                    attention=name,
+                    head_dim=head_dim,
+                )
+            )
+    return groups
 
 
 def _follow(start, producer: nn.Module, modules: dict) -> ChannelGroup | str:

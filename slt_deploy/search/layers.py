@@ -123,10 +123,19 @@ class ChannelSource(GateSource):
         self.kernel = math.prod(shape[2:])  # weights per (output, input) pair
         self.cost_weight = cost_weight  # 1 per weight, or output positions for --cost flops
         self.producer: tuple[ChannelSource, int] | None = None  # plain attribute: not a child
+        self.rows_per_gate: Callable[[torch.Tensor], torch.Tensor] | None = None  # heads
         self.register_buffer("anchor", torch.empty(0), persistent=False)  # follows .to(device)
 
     def link(self, producer: ChannelSource, repeat: int) -> None:
         object.__setattr__(self, "producer", (producer, repeat))
+
+    def expand_rows(self, per_gate: torch.Tensor) -> torch.Tensor:
+        """Per-gate values to per-row values (a head gate covers 3·head_dim qkv rows)."""
+        return per_gate if self.rows_per_gate is None else self.rows_per_gate(per_gate)
+
+    def unit_mask(self) -> torch.Tensor:
+        """The binary gates themselves: one per channel or head."""
+        return self.gate.binary_mask()
 
     def eligible(self) -> torch.Tensor | None:
         return None
@@ -134,13 +143,13 @@ class ChannelSource(GateSource):
     def row_mask(self) -> torch.Tensor:
         if self.gate is None:
             return torch.ones(self.shape[0], dtype=torch.bool, device=self.anchor.device)
-        return self.gate.binary_mask()
+        return self.expand_rows(self.gate.binary_mask())
 
     def column_mask(self) -> torch.Tensor:
         if self.producer is None:
             return torch.ones(self.shape[1], dtype=torch.bool, device=self.anchor.device)
         source, repeat = self.producer
-        return source.row_mask().repeat_interleave(repeat)
+        return source.unit_mask().repeat_interleave(repeat)
 
     def gate_value(self) -> torch.Tensor:
         """What the hook multiplies the channels by: a relaxed sample or the binary gate."""
@@ -169,6 +178,8 @@ class ChannelSource(GateSource):
         are independent, so the expected kept weights of a layer are rowsᵀ · Q · columns,
         Q the weights per (output, input) pair kept by the weight gates."""
         rows = _gate_values(self.gate, kind, self.shape[0], self.anchor.device)
+        if self.gate is not None:
+            rows = self.expand_rows(rows)
         cols = torch.ones(self.shape[1], device=self.anchor.device)
         if self.producer is not None:
             source, repeat = self.producer
@@ -203,15 +214,29 @@ class ChannelGateHook:
         return apply_gate(output, self.source.gate_value(), self.conv)
 
 
+class HeadGateHook(ChannelGateHook):
+    """A forward pre-hook on an attention's output projection: each head's slice of the
+    projection's input multiplied by the head's gate."""
+
+    def __init__(self, source: ChannelSource, head_dim: int, producer: str) -> None:
+        super().__init__(source, False, producer)
+        self.head_dim = head_dim
+
+    def __call__(self, module: nn.Module, inputs: tuple) -> tuple:
+        gate = self.source.gate_value().repeat_interleave(self.head_dim)
+        return (apply_gate(inputs[0], gate, False), *inputs[1:])
+
+
 def remove_channel_hooks_(model: nn.Module) -> list[tuple[str, ChannelGateHook]]:
-    """Take the channel gate hooks off (a folded network has its closed channels in its
-    weights); returns (module name, hook) of each removed one."""
+    """Take the channel and head gate hooks off (a folded network has its closed channels in
+    its weights); returns (module name, hook) of each removed one."""
     removed = []
     for name, module in model.named_modules():
-        for key, hook in list(module._forward_hooks.items()):
-            if isinstance(hook, ChannelGateHook):
-                del module._forward_hooks[key]
-                removed.append((name, hook))
+        for hooks in (module._forward_hooks, module._forward_pre_hooks):
+            for key, hook in list(hooks.items()):
+                if isinstance(hook, ChannelGateHook):
+                    del hooks[key]
+                    removed.append((name, hook))
     return removed
 
 

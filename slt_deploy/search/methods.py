@@ -21,6 +21,7 @@ from slt_deploy.search.layers import (
     ChannelSource,
     EdgePopupScores,
     GateSource,
+    HeadGateHook,
     MaskSource,
     freeze_all_but_masks_,
     gate_,
@@ -146,7 +147,8 @@ def prepare_channel_gates(
     sources: dict[str, ChannelSource] = {}
 
     def source(name: str, shape: tuple[int, ...]) -> MaskSource:
-        gate = family((shape[0],), gates, None) if name in plan.groups else None
+        group = plan.groups.get(name)
+        gate = family((group.channels,), gates, None) if group is not None else None
         weight_gate = family(shape, gates, noise) if per_weight(name) else None
         layer = plan.shapes.get(name)
         positions = layer.positions if layer is not None and config.cost == "flops" else 1
@@ -170,10 +172,13 @@ def prepare_channel_gates(
         producer = sources[group.producer]
         for consumer, repeat in group.consumers:
             sources[consumer].link(producer, repeat)
-        conv = len(producer.shape) == 4
-        model.get_submodule(group.gate_after).register_forward_hook(
-            ChannelGateHook(producer, conv, group.producer)
-        )
+        where = model.get_submodule(group.gate_after)
+        if group.attention is not None:
+            producer.rows_per_gate = group.expand_rows
+            where.register_forward_pre_hook(HeadGateHook(producer, group.head_dim, group.producer))
+        else:
+            conv = len(producer.shape) == 4
+            where.register_forward_hook(ChannelGateHook(producer, conv, group.producer))
     return freeze_all_but_masks_(model, config.affine_bn)
 
 

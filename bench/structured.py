@@ -1,0 +1,144 @@
+"""Structured tickets: accuracy of neuron gates on LeNet-300-100, and CPU latency of shrunk
+networks against their unshrunk originals through ONNX Runtime.
+
+    python bench/structured.py lenet --data-dir ../shared/data/mnist --epochs 15 --seeds 0,1,2
+    python bench/structured.py latency runs/conv6-channel-50 runs/conv6-channel-70
+
+`lenet` searches `--granularity channel` at several targets (and, with --ablation, once with
+the classifier left without per-weight gates, to measure why it has them) and prints accuracy,
+the weights physically removed and the neurons kept. `latency` exports each channel run twice
+(shrunk, and --no-shrink: the same network at its original shapes, what a dense runtime runs
+without this feature), measures both interleaved in one `slt-deploy bench` run at batch 1 and
+32, and prints the latency ratio beside the MACs ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from unittest import mock
+
+from slt_deploy.export import export
+from slt_deploy.search import channels, methods
+from slt_deploy.search.config import SearchConfig
+from slt_deploy.search.loop import search
+
+
+def _without_classifier_gates(model, input_shape):
+    plan = channels.channel_plan(model, input_shape)
+    return channels.ChannelPlan(plan.groups, plan.shapes, frozenset())
+
+
+def lenet(args: argparse.Namespace) -> None:
+    rows: dict[str, list[dict]] = {}
+    cases = [(f"channel {t:.2f}", t, False) for t in args.targets]
+    if args.ablation:
+        cases.append(("channel 0.77, classifier ungated", 0.77, True))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, target, ablate in cases:
+            for seed in seeds:
+                config = SearchConfig(
+                    model="lenet-300-100",
+                    data=args.data,
+                    data_dir=args.data_dir,
+                    granularity="channel",
+                    target_sparsity=target,
+                    epochs=args.epochs,
+                    seed=seed,
+                )
+                patch = (
+                    mock.patch.object(methods, "channel_plan", _without_classifier_gates)
+                    if ablate
+                    else mock.patch.object(methods, "channel_plan", channels.channel_plan)
+                )
+                with patch:
+                    summary = search(config, Path(tmp) / f"{label}-{seed}", progress=False)
+                rows.setdefault(label, []).append(summary)
+                print(
+                    f"{label} seed {seed}: acc {summary['test_accuracy']:.4f} "
+                    f"sparsity {summary['sparsity']:.4f} kept {summary['shrunk_channels_kept']}",
+                    flush=True,
+                )
+    print(f"\nLeNet-300-100 on {args.data}, {args.epochs} epochs, seeds {args.seeds}, CPU")
+    print("| setting | test accuracy % | weights removed % | physically removed % | neurons kept |")
+    print("|---|---:|---:|---:|---:|")
+    for label, runs in rows.items():
+        acc = [100 * r["test_accuracy"] for r in runs]
+        removed = [100 * r["sparsity"] for r in runs]
+        physical = [100 * (1 - r["shrunk_params_ratio"]) for r in runs]
+        kept = [sum(r["shrunk_channels_kept"].values()) for r in runs]
+        print(
+            f"| {label} | {_ms(acc, 2)} | {_ms(removed, 2)} | {_ms(physical, 2)} | "
+            f"{statistics.mean(kept):.0f} of 400 |"
+        )
+
+
+def _ms(values: list[float], digits: int) -> str:
+    mean = statistics.mean(values)
+    if len(values) < 2:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def latency(args: argparse.Namespace) -> None:
+    print(
+        "| run | accuracy % | MACs ratio | params ratio | batch | dense ms | shrunk ms | "
+        "latency ratio |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in args.runs:
+            small, full = Path(tmp) / f"{run.name}-small.onnx", Path(tmp) / f"{run.name}.onnx"
+            report = export(run, "onnx", small, data_dir=args.data_dir)
+            export(run, "onnx", full, shrink=False, data_dir=args.data_dir)
+            shrunk = report["shrunk"]
+            summary = json.loads((run / "summary.json").read_text())
+            records = Path(tmp) / f"{run.name}.json"
+            subprocess.run(
+                [sys.executable, "-m", "slt_deploy", "bench", str(full), str(small),
+                 "--batch-size", "1,32", "--min-seconds", str(args.seconds), "--no-memory",
+                 "--json", str(records)],
+                check=True, capture_output=True, text=True,
+            )  # fmt: skip
+            timed = json.loads(records.read_text())
+            for batch in (1, 32):
+                by_artifact = {
+                    Path(r["artifact"]).name: r for r in timed if r["batch_size"] == batch
+                }
+                dense, fast = by_artifact[full.name], by_artifact[small.name]
+                print(
+                    f"| {run.name} | {100 * summary['test_accuracy']:.2f} | "
+                    f"{shrunk['macs_ratio']:.3f} | {shrunk['params_ratio']:.3f} | {batch} | "
+                    f"{dense['latency_ms']['p50']:.3f} | {fast['latency_ms']['p50']:.3f} | "
+                    f"{fast['latency_ms']['p50'] / dense['latency_ms']['p50']:.3f} |",
+                    flush=True,
+                )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("lenet")
+    p.add_argument("--data", default="mnist")
+    p.add_argument("--data-dir", default="../shared/data/mnist")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--targets", type=lambda s: [float(v) for v in s.split(",")],
+                   default=[0.5, 0.77, 0.9])  # fmt: skip
+    p.add_argument("--ablation", action="store_true")
+    p = sub.add_parser("latency")
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--data-dir")
+    p.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    {"lenet": lenet, "latency": latency}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
