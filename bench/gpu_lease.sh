@@ -10,8 +10,9 @@
 #   bench/gpu_lease.sh CIFAR10_TAR OUT_DIR [SECONDS]
 #
 # Run from the repository root; needs torch with CUDA, timm and the package's dependencies
-# (PYTHONPATH is set to the checkout, nothing is installed). Results: OUT_DIR/*.log, *.json,
-# runs.tar.gz (summary.json, metrics.jsonl, config.json, ticket.slt per run).
+# (PYTHONPATH is set to the checkout, nothing is installed). Results: OUT_DIR/results.tar.gz
+# (per run: summary.json, metrics.jsonl, config.json, ticket.slt; logs/), OUT_DIR/*.json from
+# the step-time bench, and the printed summary. Few files on purpose: a lease returns few.
 set -u
 DATA=$1
 OUT=$2
@@ -20,13 +21,14 @@ DEVICE=${DEVICE:-cuda}  # DEVICE=cpu: a dry run of the script itself
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 SLT_DEPLOY_CACHE=/tmp/slt-cache OMP_NUM_THREADS=2
 RUNS=/tmp/gpu-runs
+LOGS=$RUNS/logs
 rm -rf "$RUNS"
-mkdir -p "$RUNS"
+mkdir -p "$LOGS"
 py=python3
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   $py -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__)"
-  nproc; } 2>&1 | tee "$OUT/machine.txt"
+  nproc; } 2>&1 | tee "$LOGS/machine.txt"
 
 # the decoded uint8 cache, once, before the runs share it
 $py -c "from slt_deploy.data import load_dataset; print(len(load_dataset('cifar10', '$DATA').train_y), 'train images')" 2>&1 | tail -1
@@ -41,22 +43,22 @@ search() {  # name, then search options
 # smoke: the compiled gate kernels on CUDA, channel gates, edge-popup; 3 steps each
 COMPILE=--compile
 if ! search smoke-compile --model conv4 --target-sparsity 0.9 --max-steps 3 --compile \
-  >"$OUT/smoke.log" 2>&1; then
+  >"$LOGS/smoke.log" 2>&1; then
   echo "compiled kernels failed on CUDA (see smoke.log): runs use --no-compile"
   COMPILE=--no-compile
 fi
 search smoke-channel --model conv6 --granularity channel --target-sparsity 0.5 --max-steps 3 \
-  >>"$OUT/smoke.log" 2>&1 || echo "channel smoke failed"
+  >>"$LOGS/smoke.log" 2>&1 || echo "channel smoke failed"
 search smoke-ep --model resnet18 --method edge-popup --target-sparsity 0.9 --max-steps 3 \
-  >>"$OUT/smoke.log" 2>&1 || echo "edge-popup smoke failed"
-tail -3 "$OUT/smoke.log"
+  >>"$LOGS/smoke.log" 2>&1 || echo "edge-popup smoke failed"
+tail -3 "$LOGS/smoke.log"
 
 run() {  # name, then search options; cut off at BUDGET seconds
   local name=$1
   shift
   local start=$SECONDS
   timeout "$BUDGET" $py -m slt_deploy search --data cifar10 --data-dir "$DATA" --device "$DEVICE" \
-    --quiet --out "$RUNS/$name" "$@" >"$OUT/$name.log" 2>&1
+    --quiet --out "$RUNS/$name" "$@" >"$LOGS/$name.log" 2>&1
   echo "$name: exit $? after $((SECONDS - start)) s"
 }
 run conv4-gates-90 --model conv4 --target-sparsity 0.9 --epochs 30 $COMPILE &
@@ -71,17 +73,17 @@ run conv6-channel-70 --model conv6 --granularity channel --target-sparsity 0.7 -
 run conv6-dense --model conv6 --method dense --epochs 30 &
 wait
 
-timeout 120 $py bench/architectures.py --device "$DEVICE" --variant bf16 --batch-size 128 --steps 10 \
+[ "${ARCH:-1}" = 1 ] && timeout 120 $py bench/architectures.py --device "$DEVICE" --variant bf16 --batch-size 128 --steps 10 \
   --models conv4,conv6,resnet18,resnet50,wrn-28-10,vit_tiny,vit_small,swin_tiny \
-  --json "$OUT/architectures-cuda-bf16.json" 2>&1 | tee "$OUT/architectures.log"
-for variant in fp32 bf16-cl; do
+  --json "$OUT/architectures-cuda-bf16.json" 2>&1 | tee "$LOGS/architectures.log"
+[ "${ARCH:-1}" = 1 ] && for variant in fp32 bf16-cl; do
   timeout 30 $py bench/architectures.py --device "$DEVICE" --variant $variant --batch-size 128 \
-    --steps 10 --models resnet18 2>&1 | tail -1 | tee -a "$OUT/architectures.log"
+    --steps 10 --models resnet18 2>&1 | tail -1 | tee -a "$LOGS/architectures.log"
 done
 
 for dir in "$RUNS"/*/; do
   name=$(basename "$dir")
-  case $name in smoke-*) continue ;; esac
+  case $name in smoke-* | logs) continue ;; esac
   [ -f "$dir/ticket.safetensors" ] && $py -m slt_deploy export "$dir" --format slt \
     --out "$dir/ticket.slt" >/dev/null 2>&1 &
 done
@@ -90,11 +92,11 @@ for dir in "$RUNS"/*/; do
   rm -f "$dir/checkpoint.safetensors" "$dir/.lock"
   case $(basename "$dir") in conv6-channel-*) ;; *) rm -f "$dir/ticket.safetensors" ;; esac
 done
-tar -czf "$OUT/runs.tar.gz" -C "$RUNS" --exclude 'smoke-*' .
+tar -czf "$OUT/results.tar.gz" -C "$RUNS" --exclude 'smoke-*' .
 $py - "$RUNS" <<'EOF'
 import json, sys, pathlib
 for d in sorted(pathlib.Path(sys.argv[1]).iterdir()):
-    if d.name.startswith("smoke"):
+    if d.name.startswith("smoke") or d.name == "logs":
         continue
     s = d / "summary.json"
     if s.is_file():
