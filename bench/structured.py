@@ -6,10 +6,11 @@ networks against their unshrunk originals through ONNX Runtime.
 
 `lenet` searches `--granularity channel` at several targets (and, with --ablation, once with
 the classifier left without per-weight gates, to measure why it has them) and prints accuracy,
-the weights physically removed and the neurons kept. `latency` exports each channel run twice
-(shrunk, and --no-shrink: the same network at its original shapes, what a dense runtime runs
-without this feature), measures both interleaved in one `slt-deploy bench` run at batch 1 and
-32, and prints the latency ratio beside the MACs ratio.
+the weights physically removed and the neurons kept. `latency` exports each channel run unshrunk
+(--no-shrink: the same network at its original shapes, what a dense runtime runs without this
+feature) and shrunk with kept channel counts rounded to each of `--multiples`, measures them
+interleaved in one `slt-deploy bench` run at batch 1 and 32, and prints each latency ratio
+beside its MACs ratio.
 """
 
 from __future__ import annotations
@@ -87,38 +88,42 @@ def _ms(values: list[float], digits: int) -> str:
 
 
 def latency(args: argparse.Namespace) -> None:
+    multiples = [int(m) for m in args.multiples.split(",")]
     print(
-        "| run | accuracy % | MACs ratio | params ratio | batch | dense ms | shrunk ms | "
-        "latency ratio |"
+        "| run | variant | MACs ratio | params ratio | batch | p50 ms | latency ratio to unshrunk |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for run in args.runs:
-            small, full = Path(tmp) / f"{run.name}-small.onnx", Path(tmp) / f"{run.name}.onnx"
-            report = export(run, "onnx", small, data_dir=args.data_dir)
+            full = Path(tmp) / f"{run.name}.onnx"
             export(run, "onnx", full, shrink=False, data_dir=args.data_dir)
-            shrunk = report["shrunk"]
-            summary = json.loads((run / "summary.json").read_text())
+            variants = {"unshrunk": (full, 1.0, 1.0)}
+            for multiple in multiples:
+                path = Path(tmp) / f"{run.name}-x{multiple}.onnx"
+                report = export(
+                    run, "onnx", path, data_dir=args.data_dir, channel_multiple=multiple
+                )["shrunk"]
+                label = f"shrunk, counts to a multiple of {multiple}"
+                variants[label] = (path, report["macs_ratio"], report["params_ratio"])
             records = Path(tmp) / f"{run.name}.json"
+            paths = [str(v[0]) for v in variants.values()]
             subprocess.run(
-                [sys.executable, "-m", "slt_deploy", "bench", str(full), str(small),
+                [sys.executable, "-m", "slt_deploy", "bench", *paths,
                  "--batch-size", "1,32", "--min-seconds", str(args.seconds), "--no-memory",
                  "--json", str(records)],
                 check=True, capture_output=True, text=True,
             )  # fmt: skip
             timed = json.loads(records.read_text())
             for batch in (1, 32):
-                by_artifact = {
-                    Path(r["artifact"]).name: r for r in timed if r["batch_size"] == batch
-                }
-                dense, fast = by_artifact[full.name], by_artifact[small.name]
-                print(
-                    f"| {run.name} | {100 * summary['test_accuracy']:.2f} | "
-                    f"{shrunk['macs_ratio']:.3f} | {shrunk['params_ratio']:.3f} | {batch} | "
-                    f"{dense['latency_ms']['p50']:.3f} | {fast['latency_ms']['p50']:.3f} | "
-                    f"{fast['latency_ms']['p50'] / dense['latency_ms']['p50']:.3f} |",
-                    flush=True,
-                )
+                by_name = {Path(r["artifact"]).name: r for r in timed if r["batch_size"] == batch}
+                for label, (path, macs, params) in variants.items():
+                    record = by_name[path.name]
+                    print(
+                        f"| {run.name} | {label} | {macs:.3f} | {params:.3f} | {batch} | "
+                        f"{record['latency_ms']['p50']:.3f} | "
+                        f"{record['ratio']['latency_p50']:.3f} |",
+                        flush=True,
+                    )
 
 
 def main() -> None:
@@ -136,6 +141,7 @@ def main() -> None:
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--data-dir")
     p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--multiples", default="1,8", help="channel multiples to compare")
     args = parser.parse_args()
     {"lenet": lenet, "latency": latency}[args.command](args)
 

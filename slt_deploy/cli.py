@@ -540,6 +540,14 @@ def report(path: Path, out: Path | None, levels: str | None, bench_files: tuple[
     help="Channel tickets: remove closed channels, so onnx (and trt) get a smaller dense "
     "network; --no-shrink keeps the original shapes with zeros folded in.",
 )
+@click.option(
+    "--channel-multiple",
+    type=int,
+    default=8,
+    show_default=True,
+    help="Channel tickets: round kept channel counts up to a multiple of this (closed channels "
+    "fill the rest; exact). CPU convolution kernels work on blocks of 8 channels.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing artifact.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def export(
@@ -557,6 +565,7 @@ def export(
     workspace_mib: int,
     timing_cache: Path | None,
     shrink: bool,
+    channel_multiple: int,
     force: bool,
     as_json: bool,
 ) -> None:
@@ -591,6 +600,7 @@ def export(
         str(data_dir) if data_dir else None,
         trt_options,
         shrink,
+        channel_multiple,
     )
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))

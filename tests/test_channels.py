@@ -134,11 +134,15 @@ def test_conv_channels_after_batchnorm_shrink_exactly(tmp_path):
     )
     summary = search(config, tmp_path / "run", progress=False)
     net = from_ticket(load_ticket(tmp_path / "run"))
-    small, kept = shrink(net.model, DIGITS)
-    assert kept["conv1"] < 64 and kept["conv2"] < 64
     x = torch.randn(64, *DIGITS)
+    minimal, kept_minimal = shrink(net.model, DIGITS, multiple=1)
+    small, kept = shrink(net.model, DIGITS)  # counts rounded up to 8 with closed channels
+    assert kept["conv1"] < 64 and kept["conv2"] < 64
+    assert all(n % 8 == 0 for n in kept.values())
+    assert all(kept_minimal[k] <= n < kept_minimal[k] + 8 for k, n in kept.items())
     with torch.no_grad():
         assert torch.allclose(small(x), net.model(x), atol=1e-5)
+        assert torch.allclose(minimal(x), net.model(x), atol=1e-5)
     assert measure(small, DIGITS).macs < measure(net.model, DIGITS).macs
     assert summary["shrunk_macs_ratio"] < 1.0
 

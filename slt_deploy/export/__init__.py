@@ -36,6 +36,7 @@ class ExportRequest:
     data_dir: str | None = None
     trt: object | None = None  # trt_format.BuildOptions
     shrink: bool = True  # channel tickets: remove closed channels from ONNX and TensorRT
+    channel_multiple: int | None = None  # None: shrink.DEFAULT_CHANNEL_MULTIPLE
 
 
 Writer = Callable[[Deployable, ExportRequest, torch.Tensor], dict]
@@ -57,25 +58,26 @@ def _check_parity(parity: dict, out: Path, runtime: str) -> dict:
 
 @FORMATS.register("onnx")
 def _onnx(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict:
-    onnx_format.write(net, request.out, request.shrink)
+    onnx_format.write(net, request.out, request.shrink, request.channel_multiple)
     # against the masked network: the shrunk one must compute the same function
     parity = onnx_format.parity(request.out, net.model, inputs)
     return {
         "parity": _check_parity(parity, request.out, "ONNX Runtime"),
         "opset": onnx_format.OPSET,
-        **shrink_report(net, request.shrink),
+        **shrink_report(net, request.shrink, request.channel_multiple),
     }
 
 
-def shrink_report(net: Deployable, shrink: bool) -> dict:
+def shrink_report(net: Deployable, shrink: bool, multiple: int | None = None) -> dict:
     """Channel tickets: parameters, MACs and bytes before and after removing channels."""
     if not net.channel_ticket:
         return {}
-    from slt_deploy.export.shrink import measure
+    from slt_deploy.export.shrink import DEFAULT_CHANNEL_MULTIPLE, measure
     from slt_deploy.export.shrink import shrink as shrink_model
 
     shape = tuple(net.data.input_shape)
-    small, kept = shrink_model(net.model, shape) if shrink else (net.model, {})
+    multiple = DEFAULT_CHANNEL_MULTIPLE if multiple is None else multiple
+    small, kept = shrink_model(net.model, shape, multiple) if shrink else (net.model, {})
     before, after = measure(net.model, shape), measure(small, shape)
     return {
         "shrunk": {
@@ -85,6 +87,7 @@ def shrink_report(net: Deployable, shrink: bool) -> dict:
             "params_ratio": after.params / before.params,
             "macs_ratio": after.macs / before.macs,
             "channels_kept": kept,
+            "channel_multiple": multiple,
         }
     }
 
@@ -243,14 +246,26 @@ def export(
     data_dir: str | None = None,
     trt_options: object | None = None,
     shrink: bool = True,
+    channel_multiple: int | None = None,
 ) -> dict:
     writer = FORMATS.get(fmt)
     if fmt == "trt":
         from slt_deploy.export.trt_format import import_tensorrt
 
         import_tensorrt()  # fail before any work when TensorRT or a GPU is missing
+    if channel_multiple is not None and channel_multiple < 1:
+        raise SltError("--channel-multiple must be >= 1")
     request = ExportRequest(
-        Path(source), fmt, Path(out), threshold, sparsity, data, data_dir, trt_options, shrink
+        Path(source),
+        fmt,
+        Path(out),
+        threshold,
+        sparsity,
+        data,
+        data_dir,
+        trt_options,
+        shrink,
+        channel_multiple,
     )
     net = load_deployable(source, threshold, sparsity, pattern_24=fmt == "2:4")
     inputs, described = parity_inputs(net, data, data_dir)

@@ -133,9 +133,9 @@ def parity(path: Path, reference: nn.Module, inputs: torch.Tensor) -> dict:
     }
 
 
-def write(net: Deployable, out: Path, shrink: bool = True) -> None:
+def write(net: Deployable, out: Path, shrink: bool = True, multiple: int | None = None) -> None:
     """The folded network as ONNX (a channel ticket's closed channels removed unless
     `shrink` is off), checked by onnx.checker."""
-    folded = fold_batchnorm(net.runtime_model(shrink))
+    folded = fold_batchnorm(net.runtime_model(shrink, multiple))
     write_bytes(out, seal(to_onnx_bytes(folded, tuple(net.data.input_shape))))
     check(out)
