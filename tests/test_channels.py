@@ -35,7 +35,9 @@ def test_plan_of_sequential_networks_follows_flatten_into_the_classifier():
         "fc2": (("fc3", 1),),
     }
     assert lenet.outputs == {"fc3"}
+    assert lenet.inputs == {"fc1"}  # reads the flattened pixels: they get gates too
     conv = _plan("conv2", DIGITS)
+    assert conv.inputs == frozenset()
     assert conv.groups["conv1"].gate_after == "bn1"  # after BN: BN would undo a weight gate
     assert conv.groups["conv1"].consumers == (("conv2", 1),)
     # conv2 → bn → relu → 2x2 pool (8x8 → 4x4) → flatten: each channel is 16 features
@@ -59,6 +61,20 @@ def test_plan_leaves_residual_joins_and_attention_ungated():
         group = vit.groups[name]
         assert (group.channels, group.head_dim) == (3, 64)
         assert group.consumers == ((name.replace("qkv", "proj"), 64),)
+
+
+def test_unread_input_pixels_are_gathered_away_exactly():
+    spec = DataSpec("test", DIGITS, 10, (0.5,), (0.5,))
+    lenet = create_model(ModelSpec("lenet-300-100", {}), spec).eval()
+    with torch.no_grad():
+        lenet.fc1.weight[:, :10] = 0  # the first ten pixels are read by no neuron
+        lenet.fc1.weight[5] = 0  # and one neuron reads nothing
+    small, kept = shrink(lenet, DIGITS, multiple=1)
+    assert kept == {"fc1 inputs": 54, "fc1": 299}
+    assert small.fc1[1].weight.shape == (299, 54)
+    x = torch.randn(16, *DIGITS)
+    with torch.no_grad():
+        assert torch.allclose(small(x), lenet(x), atol=1e-5)
 
 
 def test_shrinking_attention_heads_and_mlp_units_is_exact():
@@ -103,6 +119,8 @@ def test_channel_masks_remove_whole_rows_and_their_input_columns(lenet_run):
     assert 0 < int(rows1.sum()) < 300
     assert not mask2[:, ~rows1].any()  # a closed fc1 neuron takes its fc2 column with it
     assert not mask2[~fc2.mask_source.row_mask()].any()
+    pixels = fc1.mask_source.input_gate.binary_mask()  # closed pixels take fc1's columns
+    assert not fc1.mask_source.binary_mask()[:, ~pixels].any()
     # the controller's count formula (rows · Q · columns) agrees with the masks themselves
     masks = [layer.mask_source.binary_mask() for layer in (fc1, fc2, model.fc3)]
     kept = sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)

@@ -18,6 +18,7 @@ from slt_deploy.export.masks import binary_masks, gate_scores, project_24
 from slt_deploy.init import InitSpec, frozen_weight
 from slt_deploy.models import ModelSpec, create_model
 from slt_deploy.search.layers import (
+    InputGateHook,
     MaskedConv2d,
     MaskedLayer,
     gateable,
@@ -101,6 +102,8 @@ def _silence_closed_channels_(model: nn.Module) -> None:
     off, so the channel's bias and BN shift are zeroed instead (its weight row is masked):
     its output stays exactly zero, the same function without the gate."""
     for module_name, hook in remove_channel_hooks_(model):
+        if isinstance(hook, InputGateHook):
+            continue  # input features: their weight columns are masked, nothing else reads them
         closed = ~hook.source.row_mask()
         producer = model.get_submodule(hook.producer)
         if producer.bias is not None:

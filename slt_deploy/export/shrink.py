@@ -63,6 +63,17 @@ def measure(model: nn.Module, input_shape: tuple[int, ...]) -> Size:
     return Size(params, macs)
 
 
+class SelectFeatures(nn.Module):
+    """The input features a shrunk first layer still reads (one Gather in ONNX)."""
+
+    def __init__(self, index: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("index", index.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.index_select(-1, self.index)
+
+
 def _zero_output_channels(model: nn.Module, producer: str, norm: str | None) -> torch.Tensor:
     """Channels of `producer` whose output (after `norm`) is zero for every input."""
     layer = model.get_submodule(producer)
@@ -171,10 +182,21 @@ def shrink(
         for consumer, repeat in group.consumers:
             expanded = (keep[:, None] * repeat + torch.arange(repeat)[None, :]).flatten()
             cols[consumer] = expanded
+    selects: dict[str, torch.Tensor] = {}
+    for name in plan.inputs:  # input features no weight reads: gathered away before the layer
+        used = model.get_submodule(name).weight.detach().any(dim=0)
+        if not bool(used.all()):
+            if not bool(used.any()):
+                used[0] = True
+            selects[name] = cols[name] = used.nonzero().flatten()
+            kept[f"{name} inputs"] = int(used.sum())
     small = copy.deepcopy(model).eval()
     for name in sorted(set(rows) | set(cols)):
         layer = small.get_submodule(name)
-        _replace(small, name, _slice_layer(layer, rows.get(name), cols.get(name)))
+        new = _slice_layer(layer, rows.get(name), cols.get(name))
+        if name in selects:
+            new = nn.Sequential(SelectFeatures(selects[name]), new)
+        _replace(small, name, new)
     for norm, producer in norms.items():
         _replace(small, norm, _slice_norm(small.get_submodule(norm), rows[producer]))
     for name, count in heads.items():

@@ -93,6 +93,7 @@ class ChannelPlan:
     groups: dict[str, ChannelGroup]  # by producer
     shapes: dict[str, LayerShape]  # every gateable layer
     outputs: frozenset[str]  # layers whose channels are the network's outputs (classifiers)
+    inputs: frozenset[str] = frozenset()  # linear layers reading the flattened input itself
 
     def producer_of(self, consumer: str) -> tuple[str, int] | None:
         for group in self.groups.values():
@@ -160,7 +161,26 @@ def channel_plan(model: nn.Module, input_shape: tuple[int, ...]) -> ChannelPlan:
             outputs.add(node.target)
     for group in _attention_heads(model):
         groups[group.producer] = group
-    return ChannelPlan(groups, shapes, frozenset(outputs))
+    return ChannelPlan(groups, shapes, frozenset(outputs), _input_readers(graph_module, modules))
+
+
+def _input_readers(graph_module, modules: dict) -> frozenset[str]:
+    """A Linear that reads the network's (flattened) input directly, as LeNet's first layer
+    does: its input features (pixels) can be gated and removed like neurons."""
+    placeholders = [n for n in graph_module.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        return frozenset()
+    node, readers = placeholders[0], []
+    while len(node.users) == 1:
+        (node,) = node.users
+        module = modules.get(node.target) if node.op == "call_module" else None
+        if isinstance(module, nn.Linear):
+            readers.append(node.target)
+            break
+        flatten = isinstance(module, nn.Flatten) or _flatten_start(node) is not None
+        if not (flatten or isinstance(module, nn.Identity | nn.Dropout)):
+            break
+    return frozenset(readers)
 
 
 def is_head_attention(module: nn.Module) -> bool:

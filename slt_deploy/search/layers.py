@@ -116,9 +116,11 @@ class ChannelSource(GateSource):
         shape: tuple[int, ...],
         cost_weight: float,
         weight_gate: nn.Module | None = None,
+        input_gate: nn.Module | None = None,
     ) -> None:
         super().__init__(gate, "channel")
         self.weight_gate = weight_gate
+        self.input_gate = input_gate  # one per input feature, for a layer reading the input
         self.shape = shape
         self.kernel = math.prod(shape[2:])  # weights per (output, input) pair
         self.cost_weight = cost_weight  # 1 per weight, or output positions for --cost flops
@@ -146,6 +148,8 @@ class ChannelSource(GateSource):
         return self.expand_rows(self.gate.binary_mask())
 
     def column_mask(self) -> torch.Tensor:
+        if self.input_gate is not None:
+            return self.input_gate.binary_mask()
         if self.producer is None:
             return torch.ones(self.shape[1], dtype=torch.bool, device=self.anchor.device)
         source, repeat = self.producer
@@ -181,7 +185,9 @@ class ChannelSource(GateSource):
         if self.gate is not None:
             rows = self.expand_rows(rows)
         cols = torch.ones(self.shape[1], device=self.anchor.device)
-        if self.producer is not None:
+        if self.input_gate is not None:
+            cols = _gate_values(self.input_gate, kind, 0, self.anchor.device)
+        elif self.producer is not None:
             source, repeat = self.producer
             cols = _gate_values(source.gate, kind, source.shape[0], self.anchor.device)
             cols = cols.repeat_interleave(repeat)
@@ -225,6 +231,19 @@ class HeadGateHook(ChannelGateHook):
     def __call__(self, module: nn.Module, inputs: tuple) -> tuple:
         gate = self.source.gate_value().repeat_interleave(self.head_dim)
         return (apply_gate(inputs[0], gate, False), *inputs[1:])
+
+
+class InputGateHook(ChannelGateHook):
+    """A forward pre-hook on the layer that reads the network's input: each input feature
+    multiplied by its gate (the layer's `input_gate`)."""
+
+    def __init__(self, source: ChannelSource, producer: str) -> None:
+        super().__init__(source, False, producer)
+
+    def __call__(self, module: nn.Module, inputs: tuple) -> tuple:
+        gate = self.source.input_gate
+        value = gate.sample() if self.source.training else gate.binary_mask().float()
+        return (apply_gate(inputs[0], value, False), *inputs[1:])
 
 
 def remove_channel_hooks_(model: nn.Module) -> list[tuple[str, ChannelGateHook]]:
@@ -383,8 +402,11 @@ def gate_families(model: nn.Module) -> Iterator[nn.Module]:
         source = layer.mask_source
         if isinstance(source, GateSource) and source.gate is not None:
             yield source.gate
-        if isinstance(source, ChannelSource) and source.weight_gate is not None:
-            yield source.weight_gate
+        if isinstance(source, ChannelSource):
+            if source.weight_gate is not None:
+                yield source.weight_gate
+            if source.input_gate is not None:
+                yield source.input_gate
 
 
 def frozen_weights(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:

@@ -22,6 +22,7 @@ from slt_deploy.search.layers import (
     EdgePopupScores,
     GateSource,
     HeadGateHook,
+    InputGateHook,
     MaskSource,
     freeze_all_but_masks_,
     gate_,
@@ -150,9 +151,10 @@ def prepare_channel_gates(
         group = plan.groups.get(name)
         gate = family((group.channels,), gates, None) if group is not None else None
         weight_gate = family(shape, gates, noise) if per_weight(name) else None
+        input_gate = family((shape[1],), gates, None) if name in plan.inputs else None
         layer = plan.shapes.get(name)
         positions = layer.positions if layer is not None and config.cost == "flops" else 1
-        sources[name] = ChannelSource(gate, shape, float(positions), weight_gate)
+        sources[name] = ChannelSource(gate, shape, float(positions), weight_gate, input_gate)
         return sources[name]
 
     def per_weight(name: str) -> bool:
@@ -168,6 +170,8 @@ def prepare_channel_gates(
     )
     if not plan.groups:
         raise SltError(f"--granularity channel: {config.model} has no removable channels")
+    for name in plan.inputs:  # input features (pixels) of a first linear layer
+        model.get_submodule(name).register_forward_pre_hook(InputGateHook(sources[name], name))
     for group in plan.groups.values():
         producer = sources[group.producer]
         for consumer, repeat in group.consumers:
