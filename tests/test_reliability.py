@@ -297,9 +297,16 @@ def test_the_pickle_scanner_can_fail():
     assert sum(h is not None for h in hits) == 3
 
 
-def test_ctrl_c_is_one_line_exit_130_and_resumable(reference, tmp_path):
+def test_ctrl_c_is_one_line_exit_130_and_resumable(tmp_path):
+    # 30 epochs, so that the run is still going when epoch 1 is seen, however loaded the
+    # machine (with 6 a full-suite run once finished before the signal was sent)
+    args = [a if a != "6" else "30" for a in ARGS]
+    reference = run_cli(*args, "--out", str(tmp_path / "reference"))
+    assert reference.returncode == 0, reference.stderr
     out = tmp_path / "run"
-    proc = _start(out)
+    proc = subprocess.Popen([PYTHON, "-m", "slt_deploy", *args, "--out", str(out)],
+                            env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
     deadline = time.time() + 120
     while proc.poll() is None and _epochs_done(out) < 1 and time.time() < deadline:
         time.sleep(0.002)
@@ -310,6 +317,7 @@ def test_ctrl_c_is_one_line_exit_130_and_resumable(reference, tmp_path):
         "interrupted; a search continues from its last checkpoint with --resume"
     ]
     assert load_checkpoint(out / "checkpoint.safetensors")["epoch"] >= 1
-    again = run_cli(*ARGS, "--out", str(out), "--resume")
+    again = run_cli(*args, "--out", str(out), "--resume")
     assert again.returncode == 0, again.stderr
-    assert (out / "ticket.safetensors").read_bytes() == reference
+    expected = (tmp_path / "reference" / "ticket.safetensors").read_bytes()
+    assert (out / "ticket.safetensors").read_bytes() == expected
