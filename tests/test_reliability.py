@@ -297,16 +297,22 @@ def test_the_pickle_scanner_can_fail():
     assert sum(h is not None for h in hits) == 3
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_is_one_line_exit_130_and_resumable(tmp_path):
-    # 30 epochs, so that the run is still going when epoch 1 is seen, however loaded the
-    # machine (with 6 a full-suite run once finished before the signal was sent)
+    # 30 epochs, so that the run is still going when epoch 1 is seen, however loaded the machine
     args = [a if a != "6" else "30" for a in ARGS]
     reference = run_cli(*args, "--out", str(tmp_path / "reference"))
     assert reference.returncode == 0, reference.stderr
     out = tmp_path / "run"
+    # a terminal's Ctrl-C reaches a process whose SIGINT is at its default; something earlier
+    # in a full test session leaves it ignored in pytest, and children inherit that (Python then
+    # installs no KeyboardInterrupt handler), so the child gets the default back explicitly
     proc = subprocess.Popen([PYTHON, "-m", "slt_deploy", *args, "--out", str(out)],
                             env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+                            text=True, preexec_fn=_default_sigint)  # fmt: skip
     deadline = time.time() + 120
     while proc.poll() is None and _epochs_done(out) < 1 and time.time() < deadline:
         time.sleep(0.002)
