@@ -24,6 +24,7 @@ from slt_deploy.search.layers import (
     HeadGateHook,
     InputGateHook,
     MaskSource,
+    SourceFactory,
     freeze_all_but_masks_,
     gate_,
     gateable,
@@ -63,6 +64,16 @@ class Method:
 METHODS: Registry[Method] = Registry("method")
 
 
+def _masked(
+    model: nn.Module, config: SearchConfig, init: InitSpec, source: SourceFactory
+) -> nn.Module:
+    """The surgery every mask method shares: BatchNorm as configured, then every gateable
+    layer masked with a source from `source`."""
+    return gate_(
+        normalisation_(model, config.affine_bn), source, init, learn_bias=config.learn_bias
+    )
+
+
 def gate_config(config: SearchConfig) -> GateConfig:
     return GateConfig(
         family=config.gate,
@@ -97,10 +108,7 @@ class GatesMethod(Method):
             )
             return GateSource(family(shape, gates, noise), pattern)
 
-        model = gate_(
-            normalisation_(model, config.affine_bn), source, init, learn_bias=config.learn_bias
-        )
-        return freeze_all_but_masks_(model, config.affine_bn)
+        return freeze_all_but_masks_(_masked(model, config, init, source), config.affine_bn)
 
 
 class EdgePopupMethod(Method):
@@ -116,10 +124,7 @@ class EdgePopupMethod(Method):
         def source(name: str, shape: tuple[int, ...]) -> MaskSource:
             return EdgePopupScores(shape, density)
 
-        model = gate_(
-            normalisation_(model, config.affine_bn), source, init, learn_bias=config.learn_bias
-        )
-        return freeze_all_but_masks_(model, config.affine_bn)
+        return freeze_all_but_masks_(_masked(model, config, init, source), config.affine_bn)
 
 
 class DenseMethod(Method):
@@ -165,11 +170,9 @@ def prepare_channel_gates(
         into a dense classifier of unchanged shape."""
         return config.granularity == "channel+unstructured" or name in plan.outputs
 
-    model = gate_(
-        normalisation_(model, config.affine_bn), source, init, learn_bias=config.learn_bias
-    )
     if not plan.groups:
         raise SltError(f"--granularity channel: {config.model} has no removable channels")
+    model = _masked(model, config, init, source)
     for name in plan.inputs:  # input features (pixels) of a first linear layer
         model.get_submodule(name).register_forward_pre_hook(InputGateHook(sources[name], name))
     for group in plan.groups.values():
