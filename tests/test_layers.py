@@ -1,8 +1,9 @@
+import pytest
 import torch
 from torch import nn
 
 from slt_deploy.init import InitSpec, frozen_weight
-from slt_deploy.search.gates import GateConfig, StochasticGate
+from slt_deploy.search.gates import GateConfig, HardConcreteGate, StochasticGate
 from slt_deploy.search.layers import (
     EdgePopupScores,
     GateSource,
@@ -11,6 +12,7 @@ from slt_deploy.search.layers import (
     gate_,
     normalisation_,
 )
+from slt_deploy.search.trainer import to_channels_last
 
 
 def _net() -> nn.Module:
@@ -63,3 +65,31 @@ def test_edge_popup_keeps_exactly_k_per_layer_and_passes_gradient_straight_throu
     # straight through the top-k, then through |·|: the gradient carries sign(score)
     assert torch.equal(scores.scores.grad, upstream * scores.scores.detach().sign())
     assert int(scores.binary_mask().sum()) == 500
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        lambda name, shape: GateSource(StochasticGate(shape, GateConfig())),
+        lambda name, shape: GateSource(HardConcreteGate(shape, GateConfig(family="hard-concrete"))),
+        lambda name, shape: EdgePopupScores(shape, 0.5),
+    ],
+    ids=["stg", "hard-concrete", "edge-popup"],
+)
+def test_channels_last_training_keeps_gradients_laid_out_as_their_parameters(source):
+    """Fused Adam needs each gradient laid out exactly as its parameter. A channels-last 1x1
+    convolution counts as contiguous either way, and its gradient once came back NCHW
+    (ResNet's downsample convs: the H200 bf16 + channels-last run failed in Adam)."""
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1), nn.Flatten(),
+                        nn.Linear(4 * 6 * 6, 10))  # fmt: skip
+    model = to_channels_last(gate_(net, source, InitSpec("uniform", 0)))
+    x = torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    model(x).sum().backward()
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert [p.dim() for p in params] == [4, 4, 2]
+    assert params[1].stride() != torch.empty(params[1].shape).stride()  # the 1x1 case is here
+    for p in params:
+        assert p.grad.stride() == p.stride()
+    before = [p.detach().clone() for p in params]
+    torch.optim.Adam(params, lr=0.01, fused=True).step()  # raised "... same layout" before
+    assert all(not torch.equal(a, p) for a, p in zip(before, params, strict=True))

@@ -135,10 +135,8 @@ class _StgMaskedWeight(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         weight, pre_clip = ctx.saved_tensors
         grad_mean = ctx.ops["backward"](grad.reshape(-1), weight.reshape(-1), pre_clip.reshape(-1))
-        grad_mean = grad_mean.view(weight.shape)
-        if weight.dim() == 4 and not weight.is_contiguous():  # channels-last: as the parameter
-            grad_mean = grad_mean.contiguous(memory_format=torch.channels_last)
-        return grad_mean, None, None, None, None
+        # channels-last parameters get their own strides back in trainer.to_channels_last
+        return grad_mean.view(weight.shape), None, None, None, None
 
 
 @GATES.register("stg")

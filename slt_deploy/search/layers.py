@@ -40,10 +40,10 @@ class _TopKStraightThrough(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, magnitudes: torch.Tensor, kept: int) -> torch.Tensor:
-        mask = torch.zeros_like(magnitudes)
-        flat = mask.view(-1)
-        flat[torch.topk(magnitudes.view(-1), kept, sorted=False).indices] = 1.0
-        return mask
+        # in logical order, so any memory format (channels-last) picks the same k
+        mask = magnitudes.new_zeros(magnitudes.numel())
+        mask[torch.topk(magnitudes.reshape(-1), kept, sorted=False).indices] = 1.0
+        return mask.view(magnitudes.shape)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):

@@ -3,6 +3,7 @@ loop and the cost benchmark run the same code (bench/step_cost.py)."""
 
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -164,6 +165,25 @@ def channels_last(config: SearchConfig, device: torch.device) -> bool:
     return config.channels_last and device.type == "cuda"
 
 
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """NHWC weights for tensor-core convolutions, and every trainable parameter's gradient laid
+    out exactly as the parameter: fused Adam compares strides, and a gradient computed
+    elementwise from a contiguous tensor comes back NCHW (1x1 convolutions, whose two layouts
+    both count as contiguous, included)."""
+    model = model.to(memory_format=torch.channels_last)
+    for param in model.parameters():
+        if param.requires_grad and param.dim() == 4:
+            param.register_hook(functools.partial(_strided_like, param))
+    return model
+
+
+def _strided_like(param: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    if grad.stride() == param.stride():
+        return grad
+    out = torch.empty_strided(param.shape, param.stride(), dtype=grad.dtype, device=grad.device)
+    return out.copy_(grad)
+
+
 def uses_temperature(config: SearchConfig) -> bool:
     if config.loss_temperature == "auto":
         return config.method != "dense"  # dense learns its own scale
@@ -181,7 +201,7 @@ def build_trainer(
     torch.manual_seed(config.seed)
     model = build_search_model(config, data).to(device).train()
     if channels_last(config, device):
-        model = model.to(memory_format=torch.channels_last)
+        model = to_channels_last(model)
     method = METHODS.get(config.method)
     temperature = LossTemperature().to(device) if uses_temperature(config) else None
     optimizer = build_optimizer(model, config, extra=temperature)
