@@ -84,3 +84,14 @@ def test_analytic_penalty_gradient_equals_autograd():
         gate.parameter.grad = None
         gate.add_penalty_grad_(0.3)
         assert torch.allclose(gate.parameter.grad, expected, atol=1e-6), family
+
+
+def test_each_gate_family_has_its_own_default_learning_rate():
+    from slt_deploy.search.config import SearchConfig
+
+    # hard-concrete's log α moves over several units where stg's μ moves within [0, 1]:
+    # Adam 0.01 left it 3 points behind 0.03 (docs/search.md, "Defaults")
+    assert SearchConfig(gate="hard-concrete").resolved(10).lr == 0.03
+    assert SearchConfig(gate="stg").resolved(10).lr == 0.01
+    assert SearchConfig(gate="hard-concrete", lr=0.005).resolved(10).lr == 0.005
+    assert SearchConfig(method="edge-popup", gate="hard-concrete").resolved(10).lr == 0.1

@@ -102,7 +102,7 @@ class SearchConfig:
         the run even after the tool's defaults change (a ticket that said `init: null` would
         regenerate other weights under a new default). Compiling the gate kernels costs
         ~10-15 s once, so by default it is on only for long runs."""
-        from slt_deploy.search.methods import METHODS
+        from slt_deploy.search.methods import METHODS, default_lr
 
         d = METHODS.get(self.method).defaults
         pick = lambda value, default: default if value is None else value  # noqa: E731
@@ -113,7 +113,7 @@ class SearchConfig:
             self,
             init=pick(self.init, d.init),
             optimizer=pick(self.optimizer, d.optimizer),
-            lr=pick(self.lr, d.lr),
+            lr=pick(self.lr, default_lr(self)),
             momentum=pick(self.momentum, d.momentum),
             weight_decay=pick(self.weight_decay, d.weight_decay),
             scale_fan=pick(self.scale_fan, d.scale_fan),

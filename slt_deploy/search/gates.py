@@ -44,6 +44,10 @@ class GateFamily(nn.Module):
     """One gate per element of `shape`; subclasses define the relaxation."""
 
     param_name: str = "gate"
+    # Adam's learning rate when --lr is not given; None: the gates method's default. The
+    # families parametrise differently (μ in [0, 1] vs log α over several units), so one
+    # rate does not suit both (docs/search.md, "Defaults").
+    default_lr: float | None = None
 
     def __init__(
         self, shape: tuple[int, ...], config: GateConfig, noise: NoiseTable | None = None
@@ -199,6 +203,7 @@ class HardConcreteGate(GateFamily):
     """Hard-concrete gates (Louizos et al. 2018), stretched to (γ, ζ) and clipped to [0, 1]."""
 
     param_name = "log_alpha"
+    default_lr = 0.03
     default_init = 2.0  # sigmoid(2)·1.2 − 0.1 ≈ 0.96: gates start open, as stg's μ₀ = 0.5 does
 
     def __init__(

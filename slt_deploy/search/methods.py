@@ -220,6 +220,12 @@ def init_spec(config: SearchConfig) -> InitSpec:
     )
 
 
+def default_lr(config: SearchConfig) -> float:
+    """The method's learning rate, or the gate family's own where it has one."""
+    family_lr = GATES.get(config.gate).default_lr if config.method == "gates" else None
+    return METHODS.get(config.method).defaults.lr if family_lr is None else family_lr
+
+
 def build_optimizer(
     model: nn.Module, config: SearchConfig, extra: nn.Module | None = None
 ) -> torch.optim.Optimizer:
@@ -227,7 +233,7 @@ def build_optimizer(
     method = METHODS.get(config.method)
     d = method.defaults
     name = config.optimizer or d.optimizer
-    lr = d.lr if config.lr is None else config.lr
+    lr = default_lr(config) if config.lr is None else config.lr
     momentum = d.momentum if config.momentum is None else config.momentum
     weight_decay = d.weight_decay if config.weight_decay is None else config.weight_decay
     params = [p for p in model.parameters() if p.requires_grad]
