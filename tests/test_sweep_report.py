@@ -100,6 +100,14 @@ def test_drop_and_sparsity_at_accuracy_levels():
     header, row = level_table(gates + ep, [0.97])
     assert row[0] == "97 %" and row[-1] == f"{0.95 / 0.7:.2f}x, {0.05 / 0.3:.2f}x"
     assert "gates (stg) / edge-popup: sparsity, density" in header
+    # at 96% gates still hold at their sparsest point (0.98): a bound, not a value
+    _, row = level_table(gates + ep, [0.96])
+    assert row[1:] == ["≥ 98.00", "90.00", f"≥ {0.98 / 0.9:.2f}x, ≤ {0.02 / 0.1:.2f}x"]
+    short_ep = _curve("edge-popup", [(0.5, 0.980)])  # a sweep stopped after one target
+    _, row = level_table(gates + short_ep, [0.97])
+    assert row[1:] == ["95.00", "≥ 50.00", f"≤ {0.95 / 0.5:.2f}x, ≥ {0.05 / 0.5:.2f}x"]
+    _, row = level_table(gates + short_ep, [0.96])
+    assert row[-1] == "beyond both grids"
 
 
 @pytest.mark.parametrize(
