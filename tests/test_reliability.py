@@ -262,6 +262,29 @@ def test_nan_skip_batch_skips_and_counts(monkeypatch, tmp_path):
     assert summary["skipped_batches"] == 2 and 0.0 < summary["test_accuracy"] <= 1.0
 
 
+def test_gradient_check_is_exact_for_nan_inf_and_huge_finite_values():
+    """The step checks gradients by their sums (cheap); a non-finite sum is re-checked element
+    by element, so finite values whose sum overflows are not mistaken for a NaN."""
+    from slt_deploy.data import DataSpec
+    from slt_deploy.search.trainer import build_trainer
+
+    spec = DataSpec("digits", (1, 8, 8), 10, (0.0,), (1.0,))
+    config = SearchConfig(data="digits", target_sparsity=0.8).resolved(10)
+    trainer = build_trainer(config, spec, 10, torch.device("cpu"))
+    params = [p for p in trainer.trainable if p.numel() > 1]  # gates (not the temperature)
+    loss = torch.tensor(1.0)
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    assert trainer._finite_flags(loss) == (True, True)
+    params[0].grad.fill_(3e38)  # every value finite, the sum overflows to inf
+    assert trainer._finite_flags(loss) == (True, True)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        params[1].grad.view(-1)[3] = bad
+        assert trainer._finite_flags(loss) == (True, False)
+        params[1].grad.view(-1)[3] = 0.0
+    assert trainer._finite_flags(torch.tensor(float("nan"))) == (False, True)
+
+
 def _loads_without_weights_only(node: ast.Call) -> str | None:
     name = ast.unparse(node.func)
     keywords = {k.arg: ast.unparse(k.value) for k in node.keywords}

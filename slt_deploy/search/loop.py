@@ -313,7 +313,7 @@ def _epoch_record(
         recalibrate_batchnorm_(model, data, config.batch_size, config.seed, device)
     test_accuracy = evaluate(model, data.test_x, data.test_y, data, config.eval_batch_size, device)
     _, _, sparsity = totals(per_layer_sparsity(model))
-    masks = mask_state(model)
+    masks = mask_state(model, expected=True)
     return {
         "epoch": state.epoch + 1,
         "step": state.step,

@@ -64,7 +64,7 @@ def gate_histogram(model: nn.Module) -> dict | None:
 class MaskState:
     """The quantities sparsity control needs, computed in one pass over the gates."""
 
-    expected_density: float  # mean P(open) = E[L0]/N: what the penalty weighs
+    expected_density: float | None  # mean P(open) = E[L0]/N: what the penalty weighs
     binary_density: float  # fraction of gates with ẑ > τ: the mask as deployed
     soft_density: float  # mean ẑ: moves smoothly with every μ in (0, 1)
     gates: int
@@ -86,16 +86,19 @@ def channel_density(sources: list[ChannelSource], kind: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def mask_state(model: nn.Module) -> MaskState | None:
+def mask_state(model: nn.Module, expected: bool = False) -> MaskState | None:
+    """`expected` adds E[L0]/N, which only the per-epoch record reads: the controller steers
+    by the binary and soft densities, and P(open) costs an erf per gate (the largest part of
+    a control step on a CPU)."""
     sources = channel_sources(model)
     if sources:
         return MaskState(
-            float(channel_density(sources, "expected")),
+            float(channel_density(sources, "expected")) if expected else None,
             float(channel_density(sources, "binary")),
             float(channel_density(sources, "soft")),
             n_gate_params(model),
         )
-    expected, kept, soft, total = 0.0, 0, 0.0, 0
+    open_sum, kept, soft, total = 0.0, 0, 0.0, 0
     for _, layer in masked_layers(model):
         source = layer.mask_source
         if not isinstance(source, GateSource):
@@ -104,14 +107,15 @@ def mask_state(model: nn.Module) -> MaskState | None:
         eligible = source.eligible()
         if eligible is not None:  # 2:4: only eligible gates can be open
             z_hat = z_hat * eligible
-        expected += float(source.gate.open_probability().sum())
+        if expected:
+            open_sum += float(source.gate.open_probability().sum())
         # τ > 0, so ẑ·eligible > τ is exactly binary_mask(), without a second ẑ and sort
         kept += int((z_hat > source.gate.config.threshold).sum())
         soft += float(z_hat.sum())
         total += z_hat.numel()
     if total == 0:
         return None
-    return MaskState(expected / total, kept / total, soft / total, total)
+    return MaskState(open_sum / total if expected else None, kept / total, soft / total, total)
 
 
 def n_gate_params(model: nn.Module) -> int:

@@ -87,11 +87,15 @@ class Trainer:
         return bool(torch.stack([p.detach().isfinite().all() for p in self.trainable]).all())
 
     def _finite_flags(self, loss: torch.Tensor) -> tuple[bool, bool]:
-        """(loss finite, every gradient finite), read from the device in one transfer."""
-        flags = [torch.isfinite(loss.detach()).reshape(())]
-        flags += [p.grad.isfinite().all() for p in self.trainable if p.grad is not None]
-        values = torch.stack(flags).tolist()
-        return bool(values[0]), all(values[1:])
+        """(loss finite, every gradient finite), read from the device in one transfer. A sum is
+        finite whenever all its terms are, and one vectorised sum per gradient costs a fraction
+        of isfinite().all() (abs, two compares and a reduction: ~25x slower on a CPU); only a
+        non-finite sum, which finite but huge terms can also give, is checked element-wise."""
+        grads = [p.grad for p in self.trainable if p.grad is not None]
+        sums = [loss.detach().reshape(()).float(), *(g.sum().float() for g in grads)]
+        finite = torch.isfinite(torch.stack(sums)).tolist()
+        suspects = [g for g, ok in zip(grads, finite[1:], strict=True) if not ok]
+        return bool(finite[0]), all(bool(g.isfinite().all()) for g in suspects)
 
     def _non_finite(self, what: str, step: int) -> None:
         """--on-nan: skip the batch (if the state itself is still finite) or stop."""
