@@ -4,12 +4,14 @@
 # so the work runs in three lanes side by side (more lanes only share the two cores), each
 # lane's runs one after another, all cut off at one deadline (a cut-off run keeps its
 # per-epoch metrics.jsonl; a cut-off sweep keeps its finished cells):
-#   lane 1: the Conv-4 CIFAR-10 sweep (gates, edge-popup, dense; seed-major, so the first
-#           seeds' curves are whole) for docs/evidence.md;
-#   lane 2: ResNet-18 gates vs edge-popup at 90%, equal epochs, for docs/architectures.md;
-#   lane 3: Conv-6 channel tickets at 50% and 70% (+ dense, + channel+unstructured) for
-#           docs/structured.md, tickets kept so export/shrink/latency run on a CPU later;
-#   then:   ResNet-18 gates step time in fp32 and bf16 + channels-last.
+#   lane 1: the Conv-4 CIFAR-10 sweep for docs/evidence.md, continued from the cells already in
+#           bench/results/sweeps/cifar10-conv4 (finished cells are skipped; seed-major, so the
+#           first seeds' curves are whole);
+#   lane 2: Conv-4 gates at 90% with the settings docs/architectures.md suspects (μ₀ = 1.0,
+#           lr 0.03, σ 0.25), then ResNet-18 gates vs edge-popup at 50%;
+#   lane 3: Conv-6 channel+unstructured at 70%, then ResNet-18 with --channels-last (the fix
+#           of the fused-Adam stride error, so far tested on CPU only);
+#   then:   ResNet-18 gates step time in fp32, bf16 and bf16 + channels-last.
 #
 #   bench/gpu_lease.sh CIFAR10_TAR OUT_DIR [SECONDS]
 #
@@ -59,28 +61,32 @@ run() {  # name, then search options; cut off at the deadline
 
 lane_sweep() {
   local start=$SECONDS
+  mkdir -p "$RUNS/sweep-conv4"
+  cp -r bench/results/sweeps/cifar10-conv4/cells bench/results/sweeps/cifar10-conv4/sweep.json \
+    "$RUNS/sweep-conv4/" 2>/dev/null
   # shellcheck disable=SC2086
   timeout "$(left)" $py -m slt_deploy sweep --model conv4 --data cifar10 --data-dir "$DATA" \
-    --device "$DEVICE" --methods gates,edge-popup,dense --sparsities 0.5,0.9,0.98 \
+    --device "$DEVICE" --methods gates:stg,gates:hard-concrete,edge-popup,dense --sparsities 0.5,0.9,0.98 \
     --seeds 0,1,2 --epochs 10 --jobs 1 --quiet --out "$RUNS/sweep-conv4" $EXTRA \
     >"$LOGS/sweep-conv4.log" 2>&1
   echo "sweep-conv4: exit $? after $((SECONDS - start)) s"
 }
 
-lane_resnet() {
-  run resnet18-gates-90 --model resnet18 --target-sparsity 0.9 --epochs 10
-  run resnet18-ep-90 --model resnet18 --method edge-popup --target-sparsity 0.9 --epochs 10
+lane_tuning() {
+  run conv4-gates-90-mu1 --model conv4 --target-sparsity 0.9 --epochs 10 --gate-init 1.0
+  run conv4-gates-90-lr03 --model conv4 --target-sparsity 0.9 --epochs 10 --lr 0.03
+  run conv4-gates-90-sigma025 --model conv4 --target-sparsity 0.9 --epochs 10 --sigma 0.25
+  run resnet18-gates-50 --model resnet18 --target-sparsity 0.5 --epochs 10
+  run resnet18-ep-50 --model resnet18 --method edge-popup --target-sparsity 0.5 --epochs 10
 }
 
 lane_channel() {
-  run conv6-channel-50 --model conv6 --granularity channel --target-sparsity 0.5 --epochs 15
-  run conv6-channel-70 --model conv6 --granularity channel --target-sparsity 0.7 --epochs 15
-  run conv6-dense --model conv6 --method dense --epochs 15
   run conv6-chu-70 --model conv6 --granularity channel+unstructured --target-sparsity 0.7 --epochs 15
+  run resnet18-gates-90-cl --model resnet18 --target-sparsity 0.9 --epochs 3 --channels-last
 }
 
 lane_sweep &
-lane_resnet &
+lane_tuning &
 lane_channel &
 wait
 
@@ -91,7 +97,7 @@ done
 
 find "$RUNS" \( -name 'checkpoint*.safetensors' -o -name .lock -o -name '*.tmp' \) -delete
 for dir in "$RUNS"/*/ "$RUNS"/sweep-conv4/cells/*/; do
-  case $(basename "$dir") in conv6-ch*) ;; *) rm -f "$dir/ticket.safetensors" ;; esac
+  case $(basename "$dir") in conv6-c*) ;; *) rm -f "$dir/ticket.safetensors" ;; esac
 done
 tar -czf "$OUT/results.tar.gz" -C "$RUNS" .
 $py - "$RUNS" <<'EOF'
