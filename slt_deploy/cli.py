@@ -135,6 +135,13 @@ SEARCH_OPTIONS = {  # shared by `search` and `sweep`
     "--sigma": click.option(
         "--sigma", type=float, default=0.5, show_default=True, help="Noise σ of stg gates."
     ),
+    "--sigma-final": click.option(
+        "--sigma-final",
+        type=float,
+        help="Anneal stg's σ along a cosine from --sigma to this value over the run, so the "
+        "relaxed network ends close to the binary one it becomes (docs/search.md, 'Noise σ'). "
+        "Default: σ constant.",
+    ),
     "--noise": click.option(
         "--noise",
         type=click.Choice(["table", "fresh"]),

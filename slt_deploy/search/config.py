@@ -50,6 +50,7 @@ class SearchConfig:
     method: str = "gates"
     gate: str = "stg"
     sigma: float = 0.5
+    sigma_final: float | None = None  # None: σ constant; else cosine from sigma to this
     noise: str = "table"
     compile: bool | None = None  # None: compile the gate kernels when the run is long
     loss_temperature: str = "auto"  # auto: learned for mask methods, none for dense
@@ -172,6 +173,11 @@ class SearchConfig:
             raise SltError("--noise must be table or fresh")
         if self.sigma <= 0:
             raise SltError("--sigma must be > 0")
+        if self.sigma_final is not None:
+            if self.sigma_final <= 0:
+                raise SltError("--sigma-final must be > 0")
+            if self.method != "gates" or self.gate != "stg":
+                raise SltError("--sigma-final anneals the noise of stg gates (--method gates)")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise SltError(f"--{name.replace('_', '-')} must be >= 1")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import math
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,7 @@ from slt_deploy.search.sparsity import SparsityController, control_interval
 from slt_deploy.search.stats import (
     MaskState,
     add_penalty_grad_,
+    gate_families,
     mask_state,
     penalty_balance,
 )
@@ -114,6 +115,8 @@ class Trainer:
         None: the batch gave a non-finite loss or gradient and was skipped (--on-nan)."""
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = learning_rate(base, step, self.total_steps, self.config.schedule)
+        if self.config.sigma_final is not None:
+            set_sigma_(self.model, annealed_sigma(self.config, step, self.total_steps))
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast:
@@ -167,6 +170,21 @@ class Trainer:
 
 def channels_last(config: SearchConfig, device: torch.device) -> bool:
     return config.channels_last and device.type == "cuda"
+
+
+def annealed_sigma(config: SearchConfig, step: int, total_steps: int) -> float:
+    """σ at `step`: a cosine from --sigma to --sigma-final, a function of the step alone, so a
+    resumed run draws with the same σ as an uninterrupted one."""
+    progress = min(1.0, step / max(1, total_steps))
+    start, end = config.sigma, config.sigma_final
+    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_sigma_(model: nn.Module, sigma: float) -> None:
+    """Every gate reads σ from its (frozen) GateConfig: sampling, P(open) and the penalty
+    gradient move together."""
+    for gate in gate_families(model):
+        gate.config = replace(gate.config, sigma=sigma)
 
 
 def to_channels_last(model: nn.Module) -> nn.Module:
