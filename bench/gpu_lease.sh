@@ -7,8 +7,8 @@
 #   lane 1: the Conv-4 CIFAR-10 sweep for docs/evidence.md, continued from the cells already in
 #           bench/results/sweeps/cifar10-conv4 (finished cells are skipped; seed-major, so the
 #           first seeds' curves are whole);
-#   lane 2: Conv-4 gates at 90% with the settings docs/architectures.md suspects (μ₀ = 1.0,
-#           lr 0.03, σ 0.25), then ResNet-18 gates vs edge-popup at 50%;
+#   lane 2: Conv-4 gates at 90% with the settings docs/architectures.md suspects (σ annealed
+#           to 0.1, μ₀ = 1.0, lr 0.03, σ 0.25), then ResNet-18 gates vs edge-popup at 50%;
 #   lane 3: Conv-6 channel+unstructured at 70%, then ResNet-18 with --channels-last (the fix
 #           of the fused-Adam stride error, so far tested on CPU only);
 #   then:   ResNet-18 gates step time in fp32, bf16 and bf16 + channels-last.
@@ -73,6 +73,7 @@ lane_sweep() {
 }
 
 lane_tuning() {
+  run conv4-gates-90-anneal --model conv4 --target-sparsity 0.9 --epochs 10 --sigma-final 0.1
   run conv4-gates-90-mu1 --model conv4 --target-sparsity 0.9 --epochs 10 --gate-init 1.0
   run conv4-gates-90-lr03 --model conv4 --target-sparsity 0.9 --epochs 10 --lr 0.03
   run conv4-gates-90-sigma025 --model conv4 --target-sparsity 0.9 --epochs 10 --sigma 0.25
