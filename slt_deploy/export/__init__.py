@@ -19,6 +19,7 @@ from slt_deploy.errors import SltError
 from slt_deploy.export import csr_format, onnx_format, slt_format
 from slt_deploy.export.network import Deployable, from_ticket
 from slt_deploy.export.report import write_report
+from slt_deploy.export.shrink import DEFAULT_CHANNEL_MULTIPLE
 from slt_deploy.registry import Registry
 from slt_deploy.search.structure import compress_24, is_24, supports_24
 
@@ -36,7 +37,7 @@ class ExportRequest:
     data_dir: str | None = None
     trt: object | None = None  # trt_format.BuildOptions
     shrink: bool = True  # channel tickets: remove closed channels from ONNX and TensorRT
-    channel_multiple: int | None = None  # None: shrink.DEFAULT_CHANNEL_MULTIPLE
+    channel_multiple: int = DEFAULT_CHANNEL_MULTIPLE  # kept channel counts rounded up to this
 
 
 Writer = Callable[[Deployable, ExportRequest, torch.Tensor], dict]
@@ -58,36 +59,40 @@ def _check_parity(parity: dict, out: Path, runtime: str) -> dict:
 
 @FORMATS.register("onnx")
 def _onnx(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict:
-    onnx_format.write(net, request.out, request.shrink, request.channel_multiple)
+    model, shrunk = runtime_network(net, request)
+    onnx_format.write(model, tuple(net.data.input_shape), request.out)
     # against the masked network: the shrunk one must compute the same function
     parity = onnx_format.parity(request.out, net.model, inputs)
     return {
         "parity": _check_parity(parity, request.out, "ONNX Runtime"),
         "opset": onnx_format.OPSET,
-        **shrink_report(net, request.shrink, request.channel_multiple),
+        **shrunk,
     }
 
 
-def shrink_report(net: Deployable, shrink: bool, multiple: int | None = None) -> dict:
-    """Channel tickets: parameters, MACs and bytes before and after removing channels."""
+def runtime_network(net: Deployable, request: ExportRequest) -> tuple[torch.nn.Module, dict]:
+    """The network a dense runtime (ONNX, TensorRT) gets, shrunk once, and the report of what
+    shrinking removed: a channel ticket's closed channels gone (export/shrink.py; kept counts
+    rounded up to `channel_multiple`) unless --no-shrink; any other ticket as folded."""
     if not net.channel_ticket:
-        return {}
-    from slt_deploy.export.shrink import DEFAULT_CHANNEL_MULTIPLE, measure
-    from slt_deploy.export.shrink import shrink as shrink_model
+        return net.model, {}
+    from slt_deploy.export.shrink import measure, shrink
 
     shape = tuple(net.data.input_shape)
-    multiple = DEFAULT_CHANNEL_MULTIPLE if multiple is None else multiple
-    small, kept = shrink_model(net.model, shape, multiple) if shrink else (net.model, {})
+    if request.shrink:
+        small, kept = shrink(net.model, shape, request.channel_multiple)
+    else:
+        small, kept = net.model, {}
     before, after = measure(net.model, shape), measure(small, shape)
-    return {
+    return small, {
         "shrunk": {
-            "applied": shrink,
+            "applied": request.shrink,
             "before": before.to_dict(),
             "after": after.to_dict(),
             "params_ratio": after.params / before.params,
             "macs_ratio": after.macs / before.macs,
             "channels_kept": kept,
-            "channel_multiple": multiple,
+            "channel_multiple": request.channel_multiple,
         }
     }
 
@@ -171,7 +176,8 @@ def _trt(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict:
     if options.sparse is None:
         structured = [is_24(m) for m in net.masks.values() if supports_24(tuple(m.shape))]
         options = replace(options, sparse=bool(structured) and all(structured))
-    return trt_format.write(net, request.out, inputs, options)
+    model, shrunk = runtime_network(net, request)
+    return {**trt_format.write(net, model, request.out, inputs, options), **shrunk}
 
 
 def _accuracy_change(before: Deployable, after: Deployable, request: ExportRequest) -> dict:
@@ -246,14 +252,14 @@ def export(
     data_dir: str | None = None,
     trt_options: object | None = None,
     shrink: bool = True,
-    channel_multiple: int | None = None,
+    channel_multiple: int = DEFAULT_CHANNEL_MULTIPLE,
 ) -> dict:
     writer = FORMATS.get(fmt)
     if fmt == "trt":
         from slt_deploy.export.trt_format import import_tensorrt
 
         import_tensorrt()  # fail before any work when TensorRT or a GPU is missing
-    if channel_multiple is not None and channel_multiple < 1:
+    if channel_multiple < 1:
         raise SltError("--channel-multiple must be >= 1")
     request = ExportRequest(
         Path(source),

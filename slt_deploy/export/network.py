@@ -56,17 +56,6 @@ class Deployable:
     def channel_ticket(self) -> bool:
         return str(self.source.get("granularity", "")).startswith("channel")
 
-    def runtime_model(self, shrink: bool = True, multiple: int | None = None) -> nn.Module:
-        """The network a dense runtime gets: a channel ticket's closed channels removed
-        (export/shrink.py; kept counts rounded up to `multiple`), or the folded network."""
-        if not (shrink and self.channel_ticket):
-            return self.model
-        from slt_deploy.export.shrink import DEFAULT_CHANNEL_MULTIPLE
-        from slt_deploy.export.shrink import shrink as shrink_model
-
-        multiple = DEFAULT_CHANNEL_MULTIPLE if multiple is None else multiple
-        return shrink_model(self.model, tuple(self.data.input_shape), multiple)[0]
-
     def extra_tensors(self) -> dict[str, torch.Tensor]:
         """State that is neither a gated weight nor regenerated: BN statistics, biases."""
         gated = {f"{name}.weight" for name in self.masks}

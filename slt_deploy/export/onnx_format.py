@@ -17,7 +17,6 @@ from torch import nn
 
 from slt_deploy.atomic import write_bytes
 from slt_deploy.errors import SltError
-from slt_deploy.export.network import Deployable
 
 OPSET = 17
 INPUT_NAME = "input"
@@ -133,9 +132,9 @@ def parity(path: Path, reference: nn.Module, inputs: torch.Tensor) -> dict:
     }
 
 
-def write(net: Deployable, out: Path, shrink: bool = True, multiple: int | None = None) -> None:
-    """The folded network as ONNX (a channel ticket's closed channels removed unless
-    `shrink` is off), checked by onnx.checker."""
-    folded = fold_batchnorm(net.runtime_model(shrink, multiple))
-    write_bytes(out, seal(to_onnx_bytes(folded, tuple(net.data.input_shape))))
+def write(model: nn.Module, input_shape: tuple[int, ...], out: Path) -> None:
+    """The folded network a runtime gets (export.runtime_network) as ONNX, checked by
+    onnx.checker."""
+    folded = fold_batchnorm(model)
+    write_bytes(out, seal(to_onnx_bytes(folded, input_shape)))
     check(out)

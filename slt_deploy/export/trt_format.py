@@ -268,13 +268,13 @@ def run_engine(engine_bytes: bytes, inputs: torch.Tensor) -> torch.Tensor:
     return out.cpu()
 
 
-def write(net, out: Path, inputs: torch.Tensor, options: BuildOptions) -> dict:
+def write(net, model: nn.Module, out: Path, inputs: torch.Tensor, options: BuildOptions) -> dict:
+    """An engine of `model` (export.runtime_network: a channel ticket shrunk), checked against
+    the masked network `net.model`."""
     from slt_deploy.atomic import write_bytes
 
     calibration = inputs if options.int8 else None
-    engine, record = build_engine(
-        net.runtime_model(), tuple(net.data.input_shape), options, calibration
-    )
+    engine, record = build_engine(model, tuple(net.data.input_shape), options, calibration)
     write_bytes(out, engine)
     batch = inputs[: options.max_batch]
     got = run_engine(engine, batch)
