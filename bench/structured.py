@@ -2,11 +2,16 @@
 networks against their unshrunk originals through ONNX Runtime.
 
     python bench/structured.py lenet --data-dir ../shared/data/mnist --epochs 15 --seeds 0,1,2
+    python bench/structured.py lenet --variants channel-tuned,channel+unstructured --seeds 0,1,2
     python bench/structured.py latency runs/conv6-channel-50 runs/conv6-channel-70
 
-`lenet` searches `--granularity channel` at several targets (and, with --ablation, once with
+`lenet` searches each of `--variants` at several targets (and, with --ablation, once with
 the classifier left without per-weight gates, to measure why it has them) and prints accuracy,
-the weights physically removed and the neurons kept. `latency` exports each channel run unshrunk
+the weights physically removed and the neurons kept. Variants: `channel` (defaults),
+`channel-tuned` (lr 0.03, signed-constant weights: the best neuron-only setting found),
+`channel+unstructured` (per-weight gates inside the kept neurons, --target-scope structure:
+the target is the fraction physically removed) and `channel+unstructured-all` (the target
+counts every zero). `latency` exports each channel run unshrunk
 (--no-shrink: the same network at its original shapes, what a dense runtime runs without this
 feature) and shrunk with kept channel counts rounded to each of `--multiples`, measures them
 interleaved in one `slt-deploy bench` run at batch 1 and 32, and prints each latency ratio
@@ -35,23 +40,35 @@ def _without_classifier_gates(model, input_shape):
     return replace(channels.channel_plan(model, input_shape), outputs=frozenset())
 
 
+VARIANTS = {
+    "channel": {"granularity": "channel"},
+    "channel-tuned": {"granularity": "channel", "lr": 0.03, "init": "signed-constant"},
+    "channel+unstructured": {"granularity": "channel+unstructured", "target_scope": "structure"},
+    "channel+unstructured-all": {"granularity": "channel+unstructured"},
+}
+
+
 def lenet(args: argparse.Namespace) -> None:
     rows: dict[str, list[dict]] = {}
-    cases = [(f"channel {t:.2f}", t, False) for t in args.targets]
+    variants = args.variants.split(",")
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    cases = [(f"{v} {t:.2f}", v, t, False) for t in args.targets for v in variants]
     if args.ablation:
-        cases.append(("channel 0.77, classifier ungated", 0.77, True))
+        cases.append(("channel 0.77, classifier ungated", "channel", 0.77, True))
     seeds = [int(s) for s in args.seeds.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        for label, target, ablate in cases:
+        for label, variant, target, ablate in cases:
             for seed in seeds:
                 config = SearchConfig(
                     model="lenet-300-100",
                     data=args.data,
                     data_dir=args.data_dir,
-                    granularity="channel",
                     target_sparsity=target,
                     epochs=args.epochs,
                     seed=seed,
+                    **VARIANTS[variant],
                 )
                 patch = (
                     mock.patch.object(methods, "channel_plan", _without_classifier_gates)
@@ -141,6 +158,7 @@ def main() -> None:
     p.add_argument("--seeds", default="0")
     p.add_argument("--targets", type=lambda s: [float(v) for v in s.split(",") if v],
                    default=[0.5, 0.77, 0.9])  # fmt: skip
+    p.add_argument("--variants", default="channel", help=f"comma-separated: {', '.join(VARIANTS)}")
     p.add_argument("--ablation", action="store_true")
     p = sub.add_parser("latency")
     p.add_argument("runs", nargs="+", type=Path)

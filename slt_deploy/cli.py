@@ -197,6 +197,17 @@ SEARCH_OPTIONS = {  # shared by `search` and `sweep`
         help="Channel gates: --target-sparsity is the fraction of weights (or of multiply-adds) "
         "removed; each gate's penalty weighs what it removes.",
     ),
+    "--target-scope": click.option(
+        "--target-scope",
+        type=click.Choice(["all", "structure"]),
+        default="all",
+        show_default=True,
+        help="Channel gates: which removals --target-sparsity counts. all: every zero weight. "
+        "structure: only what the shrunk dense network drops (channels, neurons, heads, "
+        "inputs); with channel+unstructured the per-weight gates then carry no penalty and keep, "
+        "inside the kept channels, the weights that help (LeNet MNIST, 77% of the network "
+        "removed: 85.9% with channel, ~97% with channel+unstructured; docs/structured.md).",
+    ),
     "--init": click.option(
         "--init",
         type=click.Choice(["uniform", "signed-constant", "kaiming-normal"]),

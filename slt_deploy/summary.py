@@ -20,11 +20,16 @@ def print_summary(summary: dict, out: Path, console: Console | None = None) -> N
         box=None,
     )
     head.add_row("test accuracy (binary mask)", _pct(summary["test_accuracy"]))
+    target = f"  (target {_pct(summary['target_sparsity'])})" if summary["target_sparsity"] else ""
+    by_structure = summary.get("target_scope") == "structure"
     head.add_row(
-        "sparsity",
-        _pct(summary["sparsity"])
-        + (f"  (target {_pct(summary['target_sparsity'])})" if summary["target_sparsity"] else ""),
+        "sparsity (every zero)", _pct(summary["sparsity"]) + ("" if by_structure else target)
     )
+    if summary.get("structured_sparsity") is not None:
+        head.add_row(
+            "structured sparsity (channels removed)",
+            _pct(summary["structured_sparsity"]) + (target if by_structure else ""),
+        )
     head.add_row(
         "kept / total weights", f"{summary['params_kept']:,} / {summary['params_total']:,}"
     )

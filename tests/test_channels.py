@@ -17,7 +17,12 @@ from slt_deploy.models import ModelSpec, create_model
 from slt_deploy.search.channels import channel_plan
 from slt_deploy.search.config import SearchConfig
 from slt_deploy.search.loop import search
-from slt_deploy.search.stats import channel_density, channel_sources
+from slt_deploy.search.stats import (
+    add_penalty_grad_,
+    channel_density,
+    channel_sources,
+    structured_sparsity,
+)
 from slt_deploy.ticket import build_model, load_ticket
 
 DIGITS = (1, 8, 8)
@@ -189,11 +194,43 @@ def test_channel_plus_unstructured_gates_every_weight_too(tmp_path):
     assert summary["shrunk_test_accuracy"] == summary["test_accuracy"]
 
 
+def test_structure_scope_penalises_channels_only_and_steers_the_removed_fraction(tmp_path):
+    """--target-scope structure: the target is what shrinking removes, the per-weight gates
+    carry no penalty (their zeros come on top), and the shrunk network is that much smaller."""
+    config = SearchConfig(
+        model="lenet-300-100",
+        granularity="channel+unstructured",
+        target_scope="structure",
+        target_sparsity=0.7,
+        epochs=3,
+    )
+    summary = search(config, tmp_path / "run", progress=False)
+    assert abs(summary["structured_sparsity"] - 0.7) < 0.03, summary["structured_sparsity"]
+    assert summary["sparsity"] > summary["structured_sparsity"] + 0.02  # per-weight zeros on top
+    assert abs(summary["shrunk_params_ratio"] - (1 - summary["structured_sparsity"])) < 0.03
+    assert summary["shrunk_test_accuracy"] == summary["test_accuracy"]
+    assert summary["target_scope"] == "structure"
+
+    model = build_model(load_ticket(tmp_path / "run"))
+    sources = channel_sources(model)
+    assert all(s.structure_only for s in sources)  # the ticket's config rebuilds the scope
+    assert structured_sparsity(model) == pytest.approx(summary["structured_sparsity"])
+    for param in model.parameters():
+        param.grad = None
+    add_penalty_grad_(model, 1.0)
+    fc1 = model.fc1.mask_source
+    assert fc1.weight_gate.parameter.grad is None  # no penalty on per-weight gates
+    assert fc1.gate.parameter.grad.abs().sum() > 0 and fc1.input_gate.parameter.grad.abs().sum() > 0
+    every_zero = channel_density(sources, "binary", structure_only=False)
+    assert float(every_zero) == pytest.approx(1 - summary["sparsity"], abs=1e-6)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (["--method", "edge-popup", "--target-sparsity", "0.5"], "is a gates search"),
         (["--granularity", "unstructured", "--cost", "flops"], "--cost flops"),
+        (["--granularity", "unstructured", "--target-scope", "structure"], "--target-scope"),
     ],
 )
 def test_bad_channel_settings_are_one_line(tmp_path, args, message):

@@ -11,6 +11,7 @@ from slt_deploy.errors import SltError
 
 GRANULARITIES = ("unstructured", "2:4", "channel", "channel+unstructured")
 COSTS = ("weights", "flops")
+TARGET_SCOPES = ("all", "structure")
 DEVICES = ("auto", "cpu", "cuda")
 ON_NAN = ("stop", "skip-batch")
 _TYPES = {
@@ -58,6 +59,7 @@ class SearchConfig:
     threshold: float = 0.5
     granularity: str = "unstructured"
     cost: str = "weights"  # channel gates: what --target-sparsity removes a fraction of
+    target_scope: str = "all"  # all: every zero counts; structure: only what shrinking drops
     init: str | None = None  # None: the method's default scheme
     init_gain: float | None = None
     scale_fan: bool | None = None  # None: the method's default
@@ -163,6 +165,13 @@ class SearchConfig:
             raise SltError(f"--cost must be one of {', '.join(COSTS)}")
         if self.cost != "weights" and not self.granularity.startswith("channel"):
             raise SltError("--cost flops weighs channel gates: use it with --granularity channel")
+        if self.target_scope not in TARGET_SCOPES:
+            raise SltError(f"--target-scope must be one of {', '.join(TARGET_SCOPES)}")
+        if self.target_scope != "all" and not self.granularity.startswith("channel"):
+            raise SltError(
+                "--target-scope structure counts removed channels: use it with "
+                "--granularity channel or channel+unstructured"
+            )
         if self.device not in DEVICES:
             raise SltError(f"--device must be one of {', '.join(DEVICES)}")
         if not 0.0 < self.threshold < 1.0:

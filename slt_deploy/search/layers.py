@@ -107,7 +107,8 @@ class ChannelSource(GateSource):
     In training the channel gate multiplies the channel's output after its BatchNorm (a
     `ChannelGateHook`; BN would normalise a gate on the weights away). The binary mask is
     the weights the deployed network drops: rows of closed channels, columns of closed input
-    channels and closed weights.
+    channels and closed weights. `structure_only` (--target-scope structure) leaves the
+    per-weight gates out of the counts, so they carry no penalty.
     """
 
     def __init__(
@@ -117,8 +118,10 @@ class ChannelSource(GateSource):
         cost_weight: float,
         weight_gate: nn.Module | None = None,
         input_gate: nn.Module | None = None,
+        structure_only: bool = False,
     ) -> None:
         super().__init__(gate, "channel")
+        self.structure_only = structure_only
         self.weight_gate = weight_gate
         self.input_gate = input_gate  # one per input feature, for a layer reading the input
         self.shape = shape
@@ -176,11 +179,14 @@ class ChannelSource(GateSource):
         mask = pairs.view(*pairs.shape, *([1] * (len(self.shape) - 2))).expand(self.shape)
         return mask if self.weight_gate is None else mask & self.weight_gate.binary_mask()
 
-    def counts(self, kind: str) -> tuple[torch.Tensor, float]:
+    def counts(self, kind: str, structure_only: bool | None = None) -> tuple[torch.Tensor, float]:
         """(kept weights as a tensor, total weights), each × cost_weight. `kind`: "expected"
         (P(open): differentiable, the penalty), "soft" (ẑ) or "binary" (the mask). Gates
         are independent, so the expected kept weights of a layer are rowsᵀ · Q · columns,
-        Q the weights per (output, input) pair kept by the weight gates."""
+        Q the weights per (output, input) pair kept by the weight gates — or every weight
+        of the pair when counting structure only (default: the source's own setting)."""
+        if structure_only is None:
+            structure_only = self.structure_only
         rows = _gate_values(self.gate, kind, self.shape[0], self.anchor.device)
         if self.gate is not None:
             rows = self.expand_rows(rows)
@@ -192,7 +198,7 @@ class ChannelSource(GateSource):
             cols = _gate_values(source.gate, kind, source.shape[0], self.anchor.device)
             cols = cols.repeat_interleave(repeat)
         total = float(self.cost_weight * math.prod(self.shape))
-        if self.weight_gate is None:
+        if self.weight_gate is None or structure_only:
             return self.cost_weight * self.kernel * rows.sum() * cols.sum(), total
         per_pair = _gate_values(self.weight_gate, kind, 0, self.anchor.device)
         per_pair = per_pair.reshape(self.shape[0], self.shape[1], -1).sum(-1)

@@ -23,7 +23,13 @@ from slt_deploy.search.config import SearchConfig
 from slt_deploy.search.distributed import World, close_world, init_world
 from slt_deploy.search.layers import gate_families, masked_layers
 from slt_deploy.search.sparsity import SparsityController
-from slt_deploy.search.stats import gate_histogram, mask_state, per_layer_sparsity, totals
+from slt_deploy.search.stats import (
+    gate_histogram,
+    mask_state,
+    per_layer_sparsity,
+    structured_sparsity,
+    totals,
+)
 from slt_deploy.search.trainer import NonFiniteError, Trainer, build_trainer
 from slt_deploy.ticket import TICKET_FILE, Ticket, model_checksum, save_ticket, ticket_tensors
 
@@ -278,10 +284,11 @@ def _run(
                 _save_checkpoint(out / CHECKPOINT_FILE, config, trainer, state, history)
                 with open(out / METRICS_FILE, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(record, sort_keys=True) + "\n")
+            shown = "structured_sparsity" if config.target_scope == "structure" else "sparsity"
             bar.update(
                 state.step,
                 state.epoch - 1,
-                f"test {record['test_accuracy']:.4f} sparsity {record['sparsity']:.3f}",
+                f"test {record['test_accuracy']:.4f} {shown.replace('_', ' ')} {record[shown]:.3f}",
             )
     return _finish(out, config, trainer.model, data, device, state, history, world.main)
 
@@ -314,7 +321,7 @@ def _epoch_record(
     test_accuracy = evaluate(model, data.test_x, data.test_y, data, config.eval_batch_size, device)
     _, _, sparsity = totals(per_layer_sparsity(model))
     masks = mask_state(model, expected=True)
-    return {
+    record = {
         "epoch": state.epoch + 1,
         "step": state.step,
         "train_loss": loss,
@@ -326,6 +333,10 @@ def _epoch_record(
         "gate_histogram": gate_histogram(model),
         "seconds": round(time.perf_counter() - started, 3),
     }
+    structured = structured_sparsity(model)
+    if structured is not None:
+        record["structured_sparsity"] = structured
+    return record
 
 
 def _finish(
@@ -399,6 +410,8 @@ def _shrunk_summary(
         small.to(device), data.test_x, data.test_y, data, config.eval_batch_size, device
     )
     return {
+        "structured_sparsity": structured_sparsity(model),
+        "target_scope": config.target_scope,
         "shrunk_test_accuracy": accuracy,
         "shrunk_channels_kept": kept,
         "shrunk_params_ratio": after.params / before.params,

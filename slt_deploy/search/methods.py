@@ -159,7 +159,14 @@ def prepare_channel_gates(
         input_gate = family((shape[1],), gates, None) if name in plan.inputs else None
         layer = plan.shapes.get(name)
         positions = layer.positions if layer is not None and config.cost == "flops" else 1
-        sources[name] = ChannelSource(gate, shape, float(positions), weight_gate, input_gate)
+        sources[name] = ChannelSource(
+            gate,
+            shape,
+            float(positions),
+            weight_gate,
+            input_gate,
+            structure_only=config.target_scope == "structure",
+        )
         return sources[name]
 
     def per_weight(name: str) -> bool:

@@ -78,11 +78,25 @@ def channel_sources(model: nn.Module) -> list[ChannelSource]:
     ]
 
 
-def channel_density(sources: list[ChannelSource], kind: str) -> torch.Tensor:
+def channel_density(
+    sources: list[ChannelSource], kind: str, structure_only: bool | None = None
+) -> torch.Tensor:
     """Fraction of weights (or of multiply-adds, --cost flops) the channel gates keep, over
-    every layer they touch (rows and input columns): `kind` as ChannelSource.counts."""
-    kept, total = zip(*(source.counts(kind) for source in sources), strict=True)
+    every layer they touch (rows and input columns): `kind` and `structure_only` as
+    ChannelSource.counts."""
+    kept, total = zip(*(source.counts(kind, structure_only) for source in sources), strict=True)
     return torch.stack([k.float().reshape(()) for k in kept]).sum() / sum(total)
+
+
+@torch.no_grad()
+def structured_sparsity(model: nn.Module) -> float | None:
+    """Fraction of the gated layers' weights (MACs with --cost flops) that closed channels,
+    neurons, heads and inputs remove — what the shrunk dense network no longer has; per-weight
+    zeros inside kept channels do not count. None without channel gates."""
+    sources = channel_sources(model)
+    if not sources:
+        return None
+    return 1.0 - float(channel_density(sources, "binary", structure_only=True))
 
 
 @torch.no_grad()
@@ -126,12 +140,13 @@ def _channel_penalty_grads(model: nn.Module) -> list[tuple[torch.Tensor, torch.T
     """(parameter, ∂ expected density/∂parameter) for channel gates. The expected kept
     weights of a layer are k · Σ P(open rows) · Σ P(open input columns): the producer's and
     the consumer's gates both count, so a gate is weighed by everything it removes. Taken
-    with autograd.grad, which leaves .grad (and DDP's hooks) alone."""
+    with autograd.grad, which leaves .grad (and DDP's hooks) alone. Gates the density does
+    not count (per-weight gates under --target-scope structure) get no penalty."""
     gates = list(gate_families(model))
     with torch.enable_grad():
         density = channel_density(channel_sources(model), "expected")
-        grads = torch.autograd.grad(density, [g.parameter for g in gates])
-    return [(g.parameter, grad) for g, grad in zip(gates, grads, strict=True)]
+        grads = torch.autograd.grad(density, [g.parameter for g in gates], allow_unused=True)
+    return [(g.parameter, grad) for g, grad in zip(gates, grads, strict=True) if grad is not None]
 
 
 @torch.no_grad()
