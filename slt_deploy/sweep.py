@@ -29,8 +29,8 @@ IRRELEVANT = ("on_nan",)  # settings that cannot change a finished cell's result
 METHOD_TOKENS = ("gates", "gates:stg", "gates:hard-concrete", "edge-popup", "dense")
 RESULT_COLUMNS = (
     "cell", "method", "gate", "seed", "target_sparsity", "sparsity", "test_accuracy",
-    "params_kept", "params_total", "epochs", "wall_seconds",
-)  # fmt: skip
+    "params_kept", "params_total", "epochs", "wall_seconds", "structured_sparsity",
+)  # fmt: skip  structured_sparsity: channel sweeps only (what the shrunk network drops)
 
 
 @dataclass(frozen=True)
