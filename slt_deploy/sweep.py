@@ -27,10 +27,11 @@ SWEEP_VERSION = 1
 GRID_KEYS = ("method", "gate", "target_sparsity", "seed")
 IRRELEVANT = ("on_nan",)  # settings that cannot change a finished cell's result
 METHOD_TOKENS = ("gates", "gates:stg", "gates:hard-concrete", "edge-popup", "dense")
+# structured_sparsity: channel sweeps only (what the shrunk network no longer has)
 RESULT_COLUMNS = (
     "cell", "method", "gate", "seed", "target_sparsity", "sparsity", "test_accuracy",
     "params_kept", "params_total", "epochs", "wall_seconds", "structured_sparsity",
-)  # fmt: skip  structured_sparsity: channel sweeps only (what the shrunk network drops)
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,11 @@ def gate_config(config: SearchConfig) -> GateConfig:
     )
 
 
+def _shared_noise(gates: GateConfig, largest: int, seed: int) -> NoiseTable | None:
+    """One noise table for every gate of the network, sized for its largest gated layer."""
+    return NoiseTable(largest, seed) if gates.noise == "table" else None
+
+
 class GatesMethod(Method):
     def prepare(
         self,
@@ -100,7 +105,7 @@ class GatesMethod(Method):
         largest = max(
             (m.weight.numel() for n, m in model.named_modules() if gateable(m, n)), default=0
         )
-        noise = NoiseTable(largest, config.seed) if gates.noise == "table" else None
+        noise = _shared_noise(gates, largest, config.seed)
 
         def source(name: str, shape: tuple[int, ...]) -> MaskSource:
             pattern = (
@@ -149,7 +154,7 @@ def prepare_channel_gates(
     family = GATES.get(config.gate)
     gates = gate_config(config)
     largest = max((layer.weights for layer in plan.shapes.values()), default=0)
-    noise = NoiseTable(largest, config.seed) if gates.noise == "table" else None
+    noise = _shared_noise(gates, largest, config.seed)
     sources: dict[str, ChannelSource] = {}
 
     def source(name: str, shape: tuple[int, ...]) -> MaskSource:
