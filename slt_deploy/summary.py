@@ -71,7 +71,12 @@ def print_ticket_info(path: Path, meta: dict, console: Console | None = None) ->
     table.add_row(
         "data", f"{data['name']} {tuple(data['input_shape'])}, {data['num_classes']} classes"
     )
-    table.add_row("target sparsity", _pct(config.get("target_sparsity")))
+    scope = config.get("target_scope", "all")
+    table.add_row(
+        "target sparsity",
+        _pct(config.get("target_sparsity"))
+        + ("  (of the structure: channels removed)" if scope == "structure" else ""),
+    )
     for key in ("test_accuracy", "sparsity"):
         table.add_row(key.replace("_", " "), _pct(metrics.get(key)))
     if "params_kept" in metrics:
