@@ -127,6 +127,24 @@ def test_bad_sweep_and_report_input_is_one_line(args, message, tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
 
 
+def test_structure_scoped_sweep_reports_the_physical_size(tmp_path):
+    """A sweep whose targets are physical sizes (--target-scope structure) is plotted and
+    tabled against structured sparsity, not against every zero."""
+    out = tmp_path / "s"
+    done = run_cli("sweep", "--data", "digits", "--epochs", "3", "--quiet", "--methods", "gates",
+                   "--granularity", "channel+unstructured", "--target-scope", "structure",
+                   "--sparsities", "0.5,0.7", "--out", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = {r["cell"]: r for r in csv.DictReader((out / "results.csv").open())}
+    cell = rows["gates-stg-s0.7-seed0"]
+    structured, every_zero = float(cell["structured_sparsity"]), float(cell["sparsity"])
+    assert abs(structured - 0.7) < 0.05 and every_zero > structured + 0.02
+    assert run_cli("report", str(out)).returncode == 0
+    markdown = _check_report(out, {"accuracy_vs_sparsity.png"})
+    assert "structured sparsity" in markdown
+    assert f"| gates (stg) | 0.7 | {100 * structured:.2f}" in markdown  # not {every_zero}
+
+
 def test_sweep_json_records_the_grid(mnist_dir, tmp_path):
     out = tmp_path / "s"
     done = run_cli("sweep", *QUICK, "--data-dir", str(mnist_dir), "--methods", "dense",

@@ -98,8 +98,20 @@ def _sweep_report(path: Path, out: Path, levels, bench_files) -> dict:
         raise SltError(f"{path}: no finished cells yet (run slt-deploy sweep first)")
     base = _load_json(path / SWEEP_FILE).get("base", {}) if (path / SWEEP_FILE).is_file() else {}
     title = f"{base.get('model', rows[0].get('method'))} on {base.get('data', '?')}"
+    structural = base.get("target_scope") == "structure"
+    if structural:  # the targets were physical sizes: curves and tables against those
+        rows = [
+            {**row, "sparsity": row["structured_sparsity"]}
+            for row in rows
+            if isinstance(row.get("structured_sparsity"), int | float)
+        ]
     points = tables.aggregate(rows)
     levels = levels or tables.default_levels(points)
+    xlabel = (
+        "structured sparsity (% of weights the shrunk network no longer has)"
+        if structural
+        else "sparsity (% of weights removed)"
+    )
     written = [
         _save_png(
             figures.accuracy_vs_sparsity,
@@ -107,6 +119,7 @@ def _sweep_report(path: Path, out: Path, levels, bench_files) -> dict:
             "accuracy_vs_sparsity.png",
             points,
             f"accuracy vs sparsity: {title}",
+            xlabel,
         )
     ]
     reps = _representatives(rows)
@@ -158,8 +171,12 @@ def _sweep_report(path: Path, out: Path, levels, bench_files) -> dict:
         tables.level_table(points, levels),
     )
     settings = ", ".join(
-        f"{k}={base[k]}" for k in ("model", "data", "epochs", "subset") if k in base
+        f"{k}={base[k]}"
+        for k in ("model", "data", "epochs", "subset", "granularity", "target_scope")
+        if k in base
     )
+    if structural:
+        settings += "; sparsity here is structured sparsity (channels, neurons, heads removed)"
     md = [
         f"# {title}\n",
         f"Settings: {settings}; {len(rows)} finished cells.\n",

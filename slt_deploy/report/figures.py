@@ -20,7 +20,13 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def accuracy_vs_sparsity(points: list[Point], title: str, path: Path) -> Path:
+def accuracy_vs_sparsity(
+    points: list[Point],
+    title: str,
+    xlabel: str = "sparsity (% of weights removed)",
+    *,
+    path: Path,
+) -> Path:
     """Mean ± std over seeds against the achieved (not the target) sparsity."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
@@ -41,7 +47,7 @@ def accuracy_vs_sparsity(points: list[Point], title: str, path: Path) -> Path:
                 dense.accuracy_mean + dense.accuracy_std,
             )
             ax.axhspan(100 * lo, 100 * hi, color="k", alpha=0.08)
-    ax.set(xlabel="sparsity (% of weights removed)", ylabel="test accuracy (%)", title=title)
+    ax.set(xlabel=xlabel, ylabel="test accuracy (%)", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, path)
