@@ -107,6 +107,22 @@ def test_sigkill_at_random_points_then_resume_gives_the_same_ticket(
     assert not list(out.glob(".*.tmp")), "a temporary file was left behind"
 
 
+def test_resume_removes_the_temporary_file_a_killed_writer_left(reference, tmp_path):
+    """SIGKILL mid-write leaves `.checkpoint.safetensors.*.tmp` (no cleanup runs); the next
+    holder of the run directory's lock removes it and finishes the same ticket. (The random
+    kill test above hits this only when a kill lands inside a write.)"""
+    out = tmp_path / "run"
+    _kill_after_epochs(out, 1)
+    stale = out / ".checkpoint.safetensors.killed.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    keep = out / "notes.txt"  # not ours to remove
+    keep.write_text("kept")
+    done = _start(out, "--resume")
+    assert done.wait(timeout=300) == 0, done.stderr.read()
+    assert not stale.exists() and keep.read_text() == "kept"
+    assert (out / "ticket.safetensors").read_bytes() == reference
+
+
 def test_second_search_on_the_same_directory_refuses(tmp_path):
     out = tmp_path / "run"
     first = subprocess.Popen(

@@ -1,6 +1,8 @@
 """One writer per run directory. An exclusive `flock` on `<out>/.lock`, held for the whole
 search: a second search on the same directory refuses at once, and the kernel releases the
-lock when the holder dies (even by SIGKILL), so there are no stale locks to clean up."""
+lock when the holder dies (even by SIGKILL), so there are no stale locks to clean up. What a
+killed holder can leave is a half-written temporary file (atomic.py's `.<name>.*.tmp`, never
+renamed into place); the next holder of the lock removes those."""
 
 from __future__ import annotations
 
@@ -42,9 +44,19 @@ def run_dir_lock(out: Path) -> Iterator[None]:
         with contextlib.suppress(OSError):  # who holds it, for the message above; best effort
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _remove_stale_temporaries(out)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary files of a writer killed mid-write (SIGKILL runs no cleanup). Only the lock
+    holder writes here, so with the lock held none of them can be in use."""
+    for path in out.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
 
 
 def entries(out: Path) -> list[Path]:
