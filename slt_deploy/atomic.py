@@ -12,6 +12,8 @@ from safetensors import SafetensorError
 
 from slt_deploy.errors import SltError
 
+TEMP_SUFFIX = ".tmp"  # temporaries are `.<name>.<random>.tmp` beside their target
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -19,7 +21,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     except OSError as exc:
         raise SltError(f"cannot write {path}: {exc.strerror or exc}") from None
     os.close(fd)
@@ -42,6 +44,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(directory: Path) -> None:
+    """Temporaries of a writer killed mid-write (SIGKILL runs no cleanup). Call only where no
+    other writer can be active in `directory` (a run directory's lock holder)."""
+    for path in directory.glob(f".*{TEMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

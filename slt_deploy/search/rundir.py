@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from slt_deploy.atomic import remove_stale_temporaries
 from slt_deploy.errors import SltError
 
 LOCK_FILE = ".lock"
@@ -44,19 +45,10 @@ def run_dir_lock(out: Path) -> Iterator[None]:
         with contextlib.suppress(OSError):  # who holds it, for the message above; best effort
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
-        _remove_stale_temporaries(out)
+        remove_stale_temporaries(out)  # none in use: only the lock holder writes here
         yield
     finally:
         os.close(fd)  # releases the lock
-
-
-def _remove_stale_temporaries(out: Path) -> None:
-    """Temporary files of a writer killed mid-write (SIGKILL runs no cleanup). Only the lock
-    holder writes here, so with the lock held none of them can be in use."""
-    for path in out.glob(".*.tmp"):
-        with contextlib.suppress(OSError):
-            if path.is_file() and not path.is_symlink():
-                path.unlink()
 
 
 def entries(out: Path) -> list[Path]:
