@@ -5,6 +5,7 @@ run resumes after SIGKILL to the same bytes, and rank 0's refusal stops every ra
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -20,8 +21,9 @@ TORCHRUN = shutil.which("torchrun")
 ARGS = ("search", "--data", "mnist", "--subset", "6000", "--epochs", "3",
         "--target-sparsity", "0.8", "--batch-size", "64", "--seed", "7", "--quiet")  # fmt: skip
 # After 282 steps: mean |Δμ| 1.9e-7, max 1.9e-3 (Adam magnifies summation-order noise in
-# near-zero gradients), 0 of 266,200 mask bits different, identical accuracy and sparsity.
-MEAN_TOLERANCE, MAX_TOLERANCE, FLIP_TOLERANCE = 1e-5, 1e-2, 1e-4
+# near-zero gradients); usually 0 of 266,200 mask bits differ, but summation order can flip a
+# few gates that sit on τ (one CI run: sparsity 0.7989557 vs 0.7989594, one bit).
+MEAN_TOLERANCE, MAX_TOLERANCE, FLIP_TOLERANCE, ACCURACY_TOLERANCE = 1e-5, 1e-2, 1e-4, 0.005
 
 pytestmark = pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not on PATH")
 
@@ -83,12 +85,17 @@ def test_two_ranks_equal_one_process_with_the_same_global_batch(runs):
         assert delta.mean() <= MEAN_TOLERANCE and delta.max() <= MAX_TOLERANCE, k
     mu = [k for k in one if k.endswith("gate_mean")]  # stg keeps a weight where μ > τ = 0.5
     flips = sum(int(((one[k] > 0.5) != (two[k] > 0.5)).sum()) for k in mu)
-    assert flips <= FLIP_TOLERANCE * sum(one[k].numel() for k in mu)
-    import json
-
+    total = sum(one[k].numel() for k in mu)
+    assert flips <= FLIP_TOLERANCE * total
     s1 = json.loads((runs / "single" / "summary.json").read_text())
     s2 = json.loads((runs / "ddp" / "summary.json").read_text())
-    assert s1["test_accuracy"] == s2["test_accuracy"] and s1["sparsity"] == s2["sparsity"]
+    # Each flipped bit moves the kept count by one, so the sparsities differ by at most
+    # flips / total (exactly what the tolerance above allows; bit-equal sparsity was asserted
+    # here once and failed one CI run in several: issue 16). A handful of flipped weights out
+    # of 266,200 moves a few test predictions at most: 0.5 points is a bound, not a noise band.
+    assert s1["params_kept"] - s2["params_kept"] in range(-flips, flips + 1)
+    assert abs(s1["sparsity"] - s2["sparsity"]) <= flips / total + 1e-12
+    assert abs(s1["test_accuracy"] - s2["test_accuracy"]) <= ACCURACY_TOLERANCE
     files = sorted(p.name for p in (runs / "ddp").iterdir())
     assert files == sorted(p.name for p in (runs / "single").iterdir())  # rank 1 wrote nothing
 
