@@ -182,6 +182,17 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--grid", choices=sorted(GRIDS), default="quality")
     parser.add_argument("--only", help="comma-separated labels to run")
+    parser.add_argument(
+        "--cell",
+        action="append",
+        default=[],
+        metavar="LABEL=JSON",
+        help='an ad-hoc cell instead of a grid: \'gates lr0.1={"lr": 0.1}\' (repeatable)',
+    )
+    parser.add_argument("--seeds", help="comma-separated seeds: every cell once per seed")
+    parser.add_argument("--val-split", type=int, help="training samples held out (validation)")
+    parser.add_argument("--subset", type=int)
+    parser.add_argument("--width", type=float, help="model width multiplier (model_kwargs)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     base = {
@@ -190,15 +201,27 @@ def main() -> None:
         "epochs": args.epochs,
         "seed": args.seed,
         "device": "cpu",
+        "val_split": args.val_split,
+        "subset": args.subset,
     }
+    if args.width is not None:
+        base["model_kwargs"] = {"width": args.width}
     if args.data in ("mnist", "fashion-mnist", "cifar10"):
         base["data_dir"] = str(
             DATA_ROOT / (args.data if args.data != "cifar10" else "cifar10-jpeg.tar")
         )
     grid = GRIDS[args.grid]
+    if args.cell:
+        grid = [(text.split("=", 1)[0], json.loads(text.split("=", 1)[1])) for text in args.cell]
     if args.only:
         wanted = set(args.only.split(","))
         grid = [cell for cell in grid if cell[0] in wanted]
+    if args.seeds:
+        grid = [
+            (f"{label} s{seed}", {**overrides, "seed": int(seed)})
+            for label, overrides in grid
+            for seed in args.seeds.split(",")
+        ]
     started = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(run_cell, [(label, base, o) for label, o in grid]))
@@ -206,11 +229,15 @@ def main() -> None:
         f"\n{args.model} on {args.data}, {args.epochs} epochs, seed {args.seed}, CPU "
         f"({os.cpu_count()} cores, {args.jobs} jobs), {time.perf_counter() - started:.0f} s\n"
     )
-    print("| run | test accuracy | sparsity | kept / total | wall s |")
-    print("|---|---:|---:|---:|---:|")
+    print("| run | val accuracy | test accuracy | sparsity | undecided | kept / total | wall s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
+        val = "–" if r.get("val_accuracy") is None else f"{100 * r['val_accuracy']:.2f}%"
+        undecided = r.get("undecided_gates")
+        undecided = "–" if undecided is None else f"{100 * undecided:.1f}%"
         print(
-            f"| {r['label']} | {100 * r['test_accuracy']:.2f}% | {100 * r['sparsity']:.2f}% "
+            f"| {r['label']} | {val} | {100 * r['test_accuracy']:.2f}% "
+            f"| {100 * r['sparsity']:.2f}% | {undecided} "
             f"| {r['params_kept']:,} / {r['params_total']:,} | {r['wall_seconds']:.0f} |"
         )
     by_label = {r["label"]: r for r in results}

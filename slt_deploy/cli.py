@@ -111,7 +111,15 @@ SEARCH_OPTIONS = {  # shared by `search` and `sweep`
         help="Fetch the data set with torchvision when missing (needs internet).",
     ),
     "--subset": click.option(
-        "--subset", type=int, help="Use only the first N training and test samples."
+        "--subset",
+        type=int,
+        help="Use only N training and N test samples (a fixed permutation, not the first N).",
+    ),
+    "--val-split": click.option(
+        "--val-split",
+        type=int,
+        help="Hold N training samples out as a validation split (the same N for every run and "
+        "seed); its accuracy is recorded beside the test accuracy. Choose settings on it.",
     ),
     "--max-steps": click.option(
         "--max-steps", type=int, help="Stop after N optimizer steps (quick runs)."
@@ -141,6 +149,14 @@ SEARCH_OPTIONS = {  # shared by `search` and `sweep`
         help="Anneal stg's σ along a cosine from --sigma to this value over the run, so the "
         "relaxed network ends close to the binary one it becomes (docs/search.md, 'Noise σ'). "
         "Default: σ constant.",
+    ),
+    "--temperature-final": click.option(
+        "--temperature-final",
+        type=float,
+        help="Sharpen stg gates along a cosine from t = 1 to this value over the run: "
+        "z = clip(τ + (μ − τ + ε)/t, 0, 1), so the relaxed network converges to the binary one "
+        "it becomes (docs/search.md, 'Sharpening'). The mask μ > τ does not depend on t. "
+        "Default: t = 1 (the paper's gate).",
     ),
     "--noise": click.option(
         "--noise",

@@ -20,6 +20,8 @@ def print_summary(summary: dict, out: Path, console: Console | None = None) -> N
         box=None,
     )
     head.add_row("test accuracy (binary mask)", _pct(summary["test_accuracy"]))
+    if summary.get("val_accuracy") is not None:
+        head.add_row("validation accuracy", _pct(summary["val_accuracy"]))
     target = f"  (target {_pct(summary['target_sparsity'])})" if summary["target_sparsity"] else ""
     by_structure = summary.get("target_scope") == "structure"
     head.add_row(

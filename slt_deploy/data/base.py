@@ -51,6 +51,8 @@ class DataSplit:
     test_y: torch.Tensor
     augment: bool = False
     notes: list[str] = field(default_factory=list)
+    val_x: torch.Tensor | None = None  # held out of the training set by `hold_out`
+    val_y: torch.Tensor | None = None
 
     def training_set_on(self, device: torch.device, limit_bytes: int = 4 << 30) -> DataSplit:
         """The uint8 training set moved to `device` once, when it fits in `limit_bytes`: batches
@@ -74,6 +76,26 @@ class DataSplit:
         train_x, train_y = pick(self.train_x, self.train_y)
         test_x, test_y = pick(self.test_x, self.test_y)
         return DataSplit(self.spec, train_x, train_y, test_x, test_y, self.augment, self.notes)
+
+    def hold_out(self, count: int | None) -> DataSplit:
+        """`count` training samples set aside as a validation split, by a fixed permutation
+        (the same for every run and seed, so settings are compared on the same images); the
+        search never trains on them. Defaults and hyperparameters are chosen on this split and
+        the test split is reported once (docs/search.md, "Validation")."""
+        if count is None:
+            return self
+        if not 0 < count < len(self.train_y):
+            raise ValueError(f"--val-split must lie in [1, {len(self.train_y) - 1}], got {count}")
+        generator = torch.Generator().manual_seed(1)
+        order = torch.randperm(len(self.train_y), generator=generator)
+        held, kept = order[:count].sort().values, order[count:].sort().values
+        return replace(
+            self,
+            train_x=self.train_x[kept],
+            train_y=self.train_y[kept],
+            val_x=self.train_x[held],
+            val_y=self.train_y[held],
+        )
 
 
 Loader = Callable[[Path | None, bool], DataSplit]

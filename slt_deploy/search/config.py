@@ -47,11 +47,13 @@ class SearchConfig:
     data_dir: str | None = None
     download: bool = False
     subset: int | None = None
+    val_split: int | None = None  # training samples held out for validation (not trained on)
     max_steps: int | None = None
     method: str = "gates"
     gate: str = "stg"
     sigma: float = 0.5
     sigma_final: float | None = None  # None: σ constant; else cosine from sigma to this
+    temperature_final: float | None = None  # stg sharpening: None = t 1; else cosine 1 → this
     noise: str = "table"
     compile: bool | None = None  # None: compile the gate kernels when the run is long
     loss_temperature: str = "auto"  # auto: learned for mask methods, none for dense
@@ -187,10 +189,15 @@ class SearchConfig:
                 raise SltError("--sigma-final must be > 0")
             if self.method != "gates" or self.gate != "stg":
                 raise SltError("--sigma-final anneals the noise of stg gates (--method gates)")
+        if self.temperature_final is not None:
+            if not 0.0 < self.temperature_final <= 1.0:
+                raise SltError("--temperature-final must lie in (0, 1]")
+            if self.method != "gates" or self.gate != "stg":
+                raise SltError("--temperature-final sharpens stg gates (--method gates)")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise SltError(f"--{name.replace('_', '-')} must be >= 1")
-        for name in ("subset", "max_steps"):
+        for name in ("subset", "max_steps", "val_split"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise SltError(f"--{name.replace('_', '-')} must be >= 1")

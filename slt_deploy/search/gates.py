@@ -145,7 +145,14 @@ class _StgMaskedWeight(torch.autograd.Function):
 
 @GATES.register("stg")
 class StochasticGate(GateFamily):
-    """Gaussian stochastic gates (Yamada et al. 2020): z = clip(μ + ε, 0, 1), ε ~ N(0, σ²)."""
+    """Gaussian stochastic gates (Yamada et al. 2020): z = clip(μ + ε, 0, 1), ε ~ N(0, σ²).
+
+    `temperature` t (1 = the paper's gate) sharpens the relaxation around the threshold τ:
+    z = clip(τ + (μ − τ + ε)/t, 0, 1). The binary mask μ > τ is the same for every t, so the
+    ticket does not depend on it; as t → 0 every sample is 0 or 1 and the network trained
+    converges to a binary one (docs/search.md, "Sharpening"). P(open) = Φ((μ − τ + τt)/σ).
+    Annealed by the trainer (`--temperature-final`), never stored: a plain attribute.
+    """
 
     param_name = "gate_mean"
     default_init = 0.5
@@ -157,6 +164,21 @@ class StochasticGate(GateFamily):
         mu0 = self.default_init if config.init is None else config.init
         self.gate_mean = nn.Parameter(torch.full(shape, float(mu0)))
         self.noise_table = noise  # shared by all layers; a plain object, never in the state dict
+        self.temperature = 1.0
+
+    def _effective(self) -> tuple[torch.Tensor, float]:
+        """(mean, σ) of the equivalent t = 1 gate: τ + (μ − τ)/t and σ/t (differentiable)."""
+        t = self.temperature
+        if t == 1.0:
+            return self.gate_mean, self.config.sigma
+        tau = self.config.threshold
+        return (self.gate_mean - tau) * (1.0 / t) + tau, self.config.sigma / t
+
+    def _penalty_argument(self) -> torch.Tensor:
+        """μ − τ + τt, detached: the point at which P(open) = Φ(·/σ) is evaluated."""
+        mean = self.gate_mean.detach()
+        t = self.temperature
+        return mean if t == 1.0 else mean + self.config.threshold * (t - 1.0)
 
     def _draw(self) -> torch.Tensor:
         table = self.noise_table
@@ -166,22 +188,26 @@ class StochasticGate(GateFamily):
         return table.window(mean.shape, mean.device).to(mean.dtype)
 
     def sample(self) -> torch.Tensor:
-        noise = self._draw()
-        return (self.gate_mean + self.config.sigma * noise).clamp(0.0, 1.0)  # clip(μ + ε, 0, 1)
+        mean, sigma = self._effective()
+        return (mean + sigma * self._draw()).clamp(0.0, 1.0)  # clip(μ + ε, 0, 1)
 
     def open_probability(self) -> torch.Tensor:
-        # P(z > 0) = Φ(μ/σ); the penalty is λ Σ Φ(μ/σ).
-        return torch.special.ndtr(self.gate_mean / self.config.sigma)
+        # P(z > 0) = Φ(μ/σ) at t = 1; the penalty is λ Σ P(open).
+        if self.temperature == 1.0:
+            return torch.special.ndtr(self.gate_mean / self.config.sigma)
+        t, tau = self.temperature, self.config.threshold
+        return torch.special.ndtr((self.gate_mean + tau * (t - 1.0)) / self.config.sigma)
 
     def open_probability_grad(self) -> torch.Tensor:
-        # dΦ(μ/σ)/dμ = φ(μ/σ)/σ = exp(−μ²/2σ²) / (σ√(2π))
+        # dΦ(a/σ)/dμ = φ(a/σ)/σ = exp(−a²/2σ²) / (σ√(2π)), a = μ − τ + τt (a = μ at t = 1)
         sigma = self.config.sigma
-        density = self.gate_mean.detach().square().mul_(-0.5 / sigma**2).exp_()
+        density = self._penalty_argument().square().mul_(-0.5 / sigma**2).exp_()
         return density.mul_(1.0 / (sigma * math.sqrt(2.0 * math.pi)))
 
     def masked_weight(self, weight: torch.Tensor) -> torch.Tensor:
         ops = kernels(self.config.compile)
-        return _StgMaskedWeight.apply(self.gate_mean, weight, self._draw(), self.config.sigma, ops)
+        mean, sigma = self._effective()
+        return _StgMaskedWeight.apply(mean, weight, self._draw(), sigma, ops)
 
     def add_penalty_grad_(self, coefficient: float) -> None:
         ops = kernels(self.config.compile)
@@ -190,12 +216,13 @@ class StochasticGate(GateFamily):
         coef = torch.tensor(coefficient, dtype=mean.dtype, device=mean.device)
         with torch.no_grad():
             flat = ops["penalty"](
-                grad.reshape(-1), mean.detach().reshape(-1), coef, self.config.sigma
+                grad.reshape(-1), self._penalty_argument().reshape(-1), coef, self.config.sigma
             )
         mean.grad = flat.view(mean.shape)
 
     def deterministic_gate(self) -> torch.Tensor:
-        return self.gate_mean.clamp(0.0, 1.0)  # ẑ = clip(μ, 0, 1)
+        mean, _ = self._effective()
+        return mean.clamp(0.0, 1.0)  # ẑ = clip(μ, 0, 1) at t = 1
 
 
 @GATES.register("hard-concrete")

@@ -184,6 +184,10 @@ def _search(
     data = load_dataset(config.data, config.data_dir, config.download).subset(config.subset)
     if config.subset is not None and len(data.test_y) == 0:
         raise SltError("--subset left no test samples")
+    try:
+        data = data.hold_out(config.val_split)
+    except ValueError as exc:
+        raise SltError(str(exc)) from None
     if config.batch_size < world.size:
         raise SltError(f"--batch-size {config.batch_size} is smaller than the {world.size} ranks")
     total_steps = config.epochs * steps_per_epoch(data, config.batch_size)
@@ -319,6 +323,11 @@ def _epoch_record(
     if any(True for _ in gate_families(model)):  # relaxed masks in training: see batchnorm.py
         recalibrate_batchnorm_(model, data, config.batch_size, config.seed, device)
     test_accuracy = evaluate(model, data.test_x, data.test_y, data, config.eval_batch_size, device)
+    val_accuracy = (
+        None
+        if data.val_y is None
+        else evaluate(model, data.val_x, data.val_y, data, config.eval_batch_size, device)
+    )
     _, _, sparsity = totals(per_layer_sparsity(model))
     masks = mask_state(model, expected=True)
     record = {
@@ -327,6 +336,7 @@ def _epoch_record(
         "train_loss": loss,
         "train_accuracy": acc,
         "test_accuracy": test_accuracy,
+        "val_accuracy": val_accuracy,
         "sparsity": sparsity,
         "lambda": controller.lam,
         "expected_density": masks.expected_density if masks else None,
@@ -361,6 +371,7 @@ def _finish(
         histogram = gate_histogram(model)
     summary = {
         "test_accuracy": test_accuracy,
+        "val_accuracy": history[-1].get("val_accuracy") if history else None,
         "sparsity": sparsity,
         "params_total": total,
         "params_kept": kept,

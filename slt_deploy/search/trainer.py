@@ -117,6 +117,8 @@ class Trainer:
             group["lr"] = learning_rate(base, step, self.total_steps, self.config.schedule)
         if self.config.sigma_final is not None:
             set_sigma_(self.model, annealed_sigma(self.config, step, self.total_steps))
+        if self.config.temperature_final is not None:
+            set_temperature_(self.model, annealed_temperature(self.config, step, self.total_steps))
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast:
@@ -172,12 +174,27 @@ def channels_last(config: SearchConfig, device: torch.device) -> bool:
     return config.channels_last and device.type == "cuda"
 
 
-def annealed_sigma(config: SearchConfig, step: int, total_steps: int) -> float:
-    """σ at `step`: a cosine from --sigma to --sigma-final, a function of the step alone, so a
-    resumed run draws with the same σ as an uninterrupted one."""
+def cosine_anneal(start: float, end: float, step: int, total_steps: int) -> float:
+    """A cosine from `start` to `end`, a function of the step alone, so a resumed run trains
+    with the same values as an uninterrupted one."""
     progress = min(1.0, step / max(1, total_steps))
-    start, end = config.sigma, config.sigma_final
     return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def annealed_sigma(config: SearchConfig, step: int, total_steps: int) -> float:
+    """σ at `step`: from --sigma to --sigma-final."""
+    return cosine_anneal(config.sigma, config.sigma_final, step, total_steps)
+
+
+def annealed_temperature(config: SearchConfig, step: int, total_steps: int) -> float:
+    """The stg gate temperature t at `step`: from 1 to --temperature-final."""
+    return cosine_anneal(1.0, config.temperature_final, step, total_steps)
+
+
+def set_temperature_(model: nn.Module, temperature: float) -> None:
+    for gate in gate_families(model):
+        if hasattr(gate, "temperature"):
+            gate.temperature = temperature
 
 
 def set_sigma_(model: nn.Module, sigma: float) -> None:
