@@ -187,7 +187,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar="LABEL=JSON",
-        help='an ad-hoc cell instead of a grid: \'gates lr0.1={"lr": 0.1}\' (repeatable)',
+        help="an ad-hoc cell instead of a grid: 'gates lr0.1={\"lr\": 0.1}' (repeatable)",
     )
     parser.add_argument("--seeds", help="comma-separated seeds: every cell once per seed")
     parser.add_argument("--val-split", type=int, help="training samples held out (validation)")

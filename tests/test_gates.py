@@ -96,3 +96,53 @@ def test_each_gate_family_has_its_own_default_learning_rate():
     assert SearchConfig(gate="stg").resolved(10).lr == 0.01
     assert SearchConfig(gate="hard-concrete", lr=0.005).resolved(10).lr == 0.005
     assert SearchConfig(method="edge-popup", gate="hard-concrete").resolved(10).lr == 0.1
+
+
+def test_sharpened_stg_keeps_the_mask_and_its_open_probability_matches_monte_carlo():
+    """Temperature t: z = clip(τ + (μ − τ + ε)/t, 0, 1). The binary mask μ > τ is the same
+    for every t (the ticket does not depend on it), P(z > 0) = Φ((μ − τ + τt)/σ), the
+    analytic penalty gradient equals autograd's, and at small t almost every sample is 0 or 1."""
+    gate = StochasticGate((200000,), GateConfig(sigma=0.3))
+    with torch.no_grad():
+        gate.gate_mean.uniform_(-0.5, 1.5)
+    mask = gate.binary_mask().clone()
+    for t in (1.0, 0.5, 0.1):
+        gate.temperature = t
+        assert torch.equal(gate.binary_mask(), mask), t
+        mean = gate.gate_mean.detach()
+        expected = norm.cdf(((mean - 0.5 + 0.5 * t) / 0.3).numpy())
+        assert torch.allclose(gate.open_probability(), torch.tensor(expected, dtype=torch.float32),
+                              atol=1e-6)  # fmt: skip
+    with torch.no_grad():
+        gate.gate_mean.fill_(0.45)
+    gate.temperature = 0.2
+    torch.manual_seed(3)
+    with torch.no_grad():
+        z = gate.sample()
+    analytic = norm.cdf((0.45 - 0.5 + 0.5 * 0.2) / 0.3)
+    assert abs(float((z > 0).float().mean()) - analytic) < 0.005
+    gate.temperature = 0.01
+    with torch.no_grad():
+        z = gate.sample()
+    assert float(((z > 0) & (z < 1)).float().mean()) < 0.02  # the relaxation is nearly binary
+    small = StochasticGate((500,), GateConfig(sigma=0.3))
+    small.temperature = 0.3
+    with torch.no_grad():
+        small.gate_mean.uniform_(-1, 2)
+    small.open_probability().sum().mul(0.7).backward()
+    expected = small.gate_mean.grad.clone()
+    small.gate_mean.grad = None
+    small.add_penalty_grad_(0.7)
+    assert torch.allclose(small.gate_mean.grad, expected, atol=1e-5)
+
+
+def test_sharpened_masked_weight_has_the_exact_scaled_gradient():
+    """∂z/∂μ = 1/t inside (0, 1), 0 where clipped: still the exact gradient, no STE."""
+    gate = StochasticGate((5000,), GateConfig(sigma=0.5, compile=False))
+    gate.temperature = 0.25
+    weight = torch.ones(5000)
+    torch.manual_seed(0)
+    out = gate.masked_weight(weight)
+    out.sum().backward()
+    inside = ((out > 0) & (out < 1)).float()
+    assert torch.allclose(gate.gate_mean.grad, inside / 0.25)

@@ -136,6 +136,46 @@ def test_annealed_sigma_moves_every_gate_and_the_run_meets_its_target(tmp_path):
     assert abs(summary["sparsity"] - 0.8) <= 0.02 and summary["test_accuracy"] > 0.8
 
 
+def test_temperature_anneals_every_stg_gate(tmp_path):
+    from slt_deploy.data import DataSpec
+    from slt_deploy.search.stats import gate_families
+    from slt_deploy.search.trainer import annealed_temperature, build_trainer
+
+    config = SearchConfig(data="digits", target_sparsity=0.8, temperature_final=0.1)
+    assert annealed_temperature(config, 0, 100) == pytest.approx(1.0)
+    assert annealed_temperature(config, 50, 100) == pytest.approx(0.55)
+    assert annealed_temperature(config, 100, 100) == pytest.approx(0.1)
+    trainer = build_trainer(config.resolved(10), DataSpec("digits", (1, 8, 8), 10, (0.0,), (1.0,)),
+                            10, torch.device("cpu"))  # fmt: skip
+    trainer.step(torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,)), 5)
+    temperatures = [g.temperature for g in gate_families(trainer.model)]
+    assert temperatures == [pytest.approx(annealed_temperature(config, 5, 10))] * 3
+
+
+def test_validation_split_is_held_out_of_training_and_reported(tmp_path):
+    from slt_deploy.data import load_dataset
+
+    data = load_dataset("digits")
+    held = data.hold_out(200)
+    assert len(held.val_y) == 200 and len(held.train_y) == len(data.train_y) - 200
+    # a partition: every training image is either trained on or validated on, never both
+
+    def rows(x: torch.Tensor, y: torch.Tensor) -> list[bytes]:
+        return [a.numpy().tobytes() + bytes([int(b)]) for a, b in zip(x, y, strict=True)]
+
+    split = rows(held.train_x, held.train_y) + rows(held.val_x, held.val_y)
+    assert sorted(split) == sorted(rows(data.train_x, data.train_y))
+    assert torch.equal(data.hold_out(200).val_y, held.val_y)  # the same split every time
+    summary = search(
+        SearchConfig(data="digits", target_sparsity=0.5, epochs=3, val_split=200, seed=1),
+        tmp_path / "v",
+        progress=False,
+    )
+    assert 0.0 <= summary["val_accuracy"] <= 1.0 and summary["test_accuracy"] > 0.0
+    record = json.loads((tmp_path / "v" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["val_accuracy"] == summary["val_accuracy"]
+
+
 def test_fixed_l0_keeps_lambda_and_prunes(tmp_path):
     summary = search(
         SearchConfig(data="digits", l0=2.0, epochs=10), tmp_path / "l0", progress=False
@@ -234,6 +274,9 @@ def test_sigkill_then_resume_gives_the_uninterrupted_ticket(tmp_path):
             ["--gate", "hard-concrete", "--target-sparsity", "0.5", "--sigma-final", "0.1"],
             "anneals the noise of stg gates",
         ),
+        (["--target-sparsity", "0.5", "--temperature-final", "0"], "must lie in (0, 1]"),
+        (["--target-sparsity", "0.5", "--val-split", "0"], "--val-split must be >= 1"),
+        (["--target-sparsity", "0.5", "--val-split", "999999"], "--val-split must lie in"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, args, message):
