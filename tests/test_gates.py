@@ -75,16 +75,22 @@ def test_compiled_kernels_match_the_eager_maths():
         )
 
 
+def _assert_penalty_grad_is_autograds(gate, low: float, high: float, coefficient: float,
+                                      atol: float) -> None:  # fmt: skip
+    """The analytic penalty gradient (add_penalty_grad_) equals autograd's through P(open)."""
+    with torch.no_grad():
+        gate.parameter.uniform_(low, high)
+    gate.open_probability().sum().mul(coefficient).backward()
+    expected = gate.parameter.grad.clone()
+    gate.parameter.grad = None
+    gate.add_penalty_grad_(coefficient)
+    assert torch.allclose(gate.parameter.grad, expected, atol=atol)
+
+
 def test_analytic_penalty_gradient_equals_autograd():
     for family in ("stg", "hard-concrete"):
         gate = GATES.get(family)((500,), GateConfig(family=family))
-        with torch.no_grad():
-            gate.parameter.uniform_(-2, 2)
-        gate.open_probability().sum().mul(0.3).backward()
-        expected = gate.parameter.grad.clone()
-        gate.parameter.grad = None
-        gate.add_penalty_grad_(0.3)
-        assert torch.allclose(gate.parameter.grad, expected, atol=1e-6), family
+        _assert_penalty_grad_is_autograds(gate, -2, 2, 0.3, atol=1e-6)
 
 
 def test_each_gate_family_has_its_own_default_learning_rate():
@@ -127,13 +133,7 @@ def test_sharpened_stg_keeps_the_mask_and_its_open_probability_matches_monte_car
     assert float(((z > 0) & (z < 1)).float().mean()) < 0.02  # the relaxation is nearly binary
     small = StochasticGate((500,), GateConfig(sigma=0.3))
     small.temperature = 0.3
-    with torch.no_grad():
-        small.gate_mean.uniform_(-1, 2)
-    small.open_probability().sum().mul(0.7).backward()
-    expected = small.gate_mean.grad.clone()
-    small.gate_mean.grad = None
-    small.add_penalty_grad_(0.7)
-    assert torch.allclose(small.gate_mean.grad, expected, atol=1e-5)
+    _assert_penalty_grad_is_autograds(small, -1, 2, 0.7, atol=1e-5)
 
 
 def test_sharpened_masked_weight_has_the_exact_scaled_gradient():

@@ -85,7 +85,7 @@ class DataSplit:
         if count is None:
             return self
         if not 0 < count < len(self.train_y):
-            raise ValueError(f"--val-split must lie in [1, {len(self.train_y) - 1}], got {count}")
+            raise SltError(f"--val-split must lie in [1, {len(self.train_y) - 1}], got {count}")
         generator = torch.Generator().manual_seed(1)
         order = torch.randperm(len(self.train_y), generator=generator)
         held, kept = order[:count].sort().values, order[count:].sort().values

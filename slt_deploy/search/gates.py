@@ -174,11 +174,10 @@ class StochasticGate(GateFamily):
         tau = self.config.threshold
         return (self.gate_mean - tau) * (1.0 / t) + tau, self.config.sigma / t
 
-    def _penalty_argument(self) -> torch.Tensor:
-        """μ − τ + τt, detached: the point at which P(open) = Φ(·/σ) is evaluated."""
-        mean = self.gate_mean.detach()
+    def _open_argument(self) -> torch.Tensor:
+        """a = μ − τ + τt, with P(open) = Φ(a/σ) (a = μ at t = 1)."""
         t = self.temperature
-        return mean if t == 1.0 else mean + self.config.threshold * (t - 1.0)
+        return self.gate_mean if t == 1.0 else self.gate_mean + self.config.threshold * (t - 1.0)
 
     def _draw(self) -> torch.Tensor:
         table = self.noise_table
@@ -192,16 +191,13 @@ class StochasticGate(GateFamily):
         return (mean + sigma * self._draw()).clamp(0.0, 1.0)  # clip(μ + ε, 0, 1)
 
     def open_probability(self) -> torch.Tensor:
-        # P(z > 0) = Φ(μ/σ) at t = 1; the penalty is λ Σ P(open).
-        if self.temperature == 1.0:
-            return torch.special.ndtr(self.gate_mean / self.config.sigma)
-        t, tau = self.temperature, self.config.threshold
-        return torch.special.ndtr((self.gate_mean + tau * (t - 1.0)) / self.config.sigma)
+        # P(z > 0) = Φ(a/σ); the penalty is λ Σ P(open).
+        return torch.special.ndtr(self._open_argument() / self.config.sigma)
 
     def open_probability_grad(self) -> torch.Tensor:
         # dΦ(a/σ)/dμ = φ(a/σ)/σ = exp(−a²/2σ²) / (σ√(2π)), a = μ − τ + τt (a = μ at t = 1)
         sigma = self.config.sigma
-        density = self._penalty_argument().square().mul_(-0.5 / sigma**2).exp_()
+        density = self._open_argument().detach().square().mul_(-0.5 / sigma**2).exp_()
         return density.mul_(1.0 / (sigma * math.sqrt(2.0 * math.pi)))
 
     def masked_weight(self, weight: torch.Tensor) -> torch.Tensor:
@@ -215,9 +211,8 @@ class StochasticGate(GateFamily):
         grad = mean.grad if mean.grad is not None else torch.zeros_like(mean)
         coef = torch.tensor(coefficient, dtype=mean.dtype, device=mean.device)
         with torch.no_grad():
-            flat = ops["penalty"](
-                grad.reshape(-1), self._penalty_argument().reshape(-1), coef, self.config.sigma
-            )
+            argument = self._open_argument().detach().reshape(-1)
+            flat = ops["penalty"](grad.reshape(-1), argument, coef, self.config.sigma)
         mean.grad = flat.view(mean.shape)
 
     def deterministic_gate(self) -> torch.Tensor:

@@ -184,10 +184,7 @@ def _search(
     data = load_dataset(config.data, config.data_dir, config.download).subset(config.subset)
     if config.subset is not None and len(data.test_y) == 0:
         raise SltError("--subset left no test samples")
-    try:
-        data = data.hold_out(config.val_split)
-    except ValueError as exc:
-        raise SltError(str(exc)) from None
+    data = data.hold_out(config.val_split)
     if config.batch_size < world.size:
         raise SltError(f"--batch-size {config.batch_size} is smaller than the {world.size} ranks")
     total_steps = config.epochs * steps_per_epoch(data, config.batch_size)
