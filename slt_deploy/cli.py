@@ -44,6 +44,7 @@ def cli() -> None:
     slt-deploy sweep    a grid of searches: methods x sparsities x seeds
     slt-deploy report   plots and tables of a sweep or a run (PNG, Markdown, HTML)
     slt-deploy info     show what a ticket or run directory holds
+    slt-deploy doctor   which runtimes are installed, and what conflicts
     """
 
 
@@ -157,6 +158,14 @@ SEARCH_OPTIONS = {  # shared by `search` and `sweep`
         "z = clip(τ + (μ − τ + ε)/t, 0, 1), so the relaxed network converges to the binary one "
         "it becomes (docs/search.md, 'Sharpening'). The mask μ > τ does not depend on t. "
         "Default: t = 1 (the paper's gate).",
+    ),
+    "--sharpen-start": click.option(
+        "--sharpen-start",
+        type=float,
+        default=0.0,
+        show_default=True,
+        help="Fraction of training to wait before --temperature-final starts sharpening. "
+        "Waiting past the sparsity ramp (0.35) keeps gates soft while the density still moves.",
     ),
     "--noise": click.option(
         "--noise",
@@ -864,6 +873,21 @@ def info(path: Path, as_json: bool) -> None:
         click.echo(json.dumps(meta, indent=2, sort_keys=True))
     else:
         print_ticket_info(ticket_path, meta)
+
+
+@cli.command()
+def doctor() -> None:
+    """Which runtimes are installed (torch, ONNX Runtime build and providers, TensorRT,
+    NVML), and any conflict, such as two ONNX Runtime builds that overwrite each other.
+    Exits 2 when there is a problem."""
+    from slt_deploy.runtimes import environment_report
+
+    rows, problems = environment_report()
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        click.echo(f"{name:<{width}}  {value}")
+    if problems:
+        raise SltError("; ".join(problems))
 
 
 def main() -> None:

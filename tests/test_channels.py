@@ -252,3 +252,14 @@ def test_channel_ticket_refuses_unstructured_mask_options(lenet_run, tmp_path):
     assert "shrunk:" in done.stdout
     report = json.loads((tmp_path / "y.onnx.json").read_text())
     assert report["shrunk"]["applied"] is True
+
+
+def test_measure_counts_every_multiply_accumulate():
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 4 * 4, 10),
+    )
+    size = measure(net, (3, 4, 4))
+    assert size.macs == (8 * 4 * 4) * (3 * 3 * 3) + 128 * 10
+    assert size.params == 8 * 27 + 128 * 10 + 10

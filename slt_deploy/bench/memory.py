@@ -57,7 +57,9 @@ def _preload(backend: str) -> None:
     import slt_deploy.export.onnx_format  # noqa: F401
 
     if backend.startswith("ort"):
-        import onnxruntime  # noqa: F401
+        from slt_deploy.runtimes import import_onnxruntime
+
+        import_onnxruntime()
     torch.ones(64, 64) @ torch.ones(64, 64)
 
 

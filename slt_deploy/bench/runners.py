@@ -17,6 +17,7 @@ from torch import nn
 from slt_deploy.bench.artifacts import Artifact, deployable
 from slt_deploy.errors import SltError
 from slt_deploy.registry import Registry
+from slt_deploy.runtimes import import_onnxruntime
 
 FEED_SEED = 0
 SPINNING_NOTE = (
@@ -237,7 +238,7 @@ class OrtRunner(Runner):
         return [self.provider_names[self.options.device]]
 
     def _load(self) -> None:
-        import onnxruntime as ort
+        ort = import_onnxruntime()
 
         if self.artifact.kind == "onnx":
             from slt_deploy.export.onnx_format import verify
@@ -281,7 +282,7 @@ class OrtRunner(Runner):
         x = self._random(batch).numpy()
         if self.options.device == "cpu":
             return {self.input_name: x}
-        import onnxruntime as ort
+        ort = import_onnxruntime()
 
         binding = self.session.io_binding()  # input and output stay on the GPU
         binding.bind_ortvalue_input(self.input_name, ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))

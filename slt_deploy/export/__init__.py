@@ -12,16 +12,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
-from slt_deploy.atomic import atomic_path
 from slt_deploy.errors import SltError
 from slt_deploy.export import csr_format, onnx_format, slt_format
 from slt_deploy.export.network import Deployable, from_ticket
 from slt_deploy.export.report import write_report
 from slt_deploy.export.shrink import DEFAULT_CHANNEL_MULTIPLE
 from slt_deploy.registry import Registry
-from slt_deploy.search.structure import compress_24, is_24, supports_24
+from slt_deploy.search.structure import compressed_24_bytes, is_24, supports_24
 
 PARITY_SAMPLES = 256
 
@@ -136,8 +134,9 @@ def _slt(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict:
 @FORMATS.register("2:4")
 def _semi_structured(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict:
     """Dense ONNX with the 2:4 zeros folded in (what ONNX Runtime and TensorRT's parser
-    consume) plus the compressed values + indices form beside it. The pattern is verified
-    layer by layer; a projection's accuracy change is measured on the test split."""
+    consume; TensorRT compresses it itself under its sparse-weights flag). The size of the
+    compressed form is reported. The pattern is verified layer by layer; a projection's
+    accuracy change is measured on the test split."""
     structured = {n: is_24(m) for n, m in net.masks.items() if supports_24(tuple(m.shape))}
     broken = [n for n, ok in structured.items() if not ok]
     if broken:  # only an .slt source can get here: it holds no gate values to project with
@@ -146,13 +145,10 @@ def _semi_structured(net: Deployable, request: ExportRequest, inputs: torch.Tens
             "the run directory, whose gate values allow a projection"
         )
     fields = _onnx(net, request, inputs)
-    compressed = {}
-    for name in sorted(structured):
-        for part, tensor in compress_24(net.model.get_submodule(name).weight.detach()).items():
-            compressed[f"{name}.{part}"] = tensor
-    companion = request.out.with_name(request.out.name + ".2to4.safetensors")
-    with atomic_path(companion) as tmp:
-        save_file(compressed, str(tmp))
+    compressed = sum(
+        compressed_24_bytes(net.model.get_submodule(name).weight.detach())
+        for name in sorted(structured)
+    )
     projection: dict = {"projected_layers": net.source.get("projected_to_24", [])}
     if projection["projected_layers"]:
         before = load_deployable(request.source, request.threshold, request.sparsity)
@@ -161,7 +157,7 @@ def _semi_structured(net: Deployable, request: ExportRequest, inputs: torch.Tens
         **fields,
         "pattern_24_layers": sorted(structured),
         "dense_layers": sorted(n for n in net.masks if n not in structured),
-        "compressed_file": companion.name,
+        "compressed_24_bytes": compressed,
         "projection": projection,
     }
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from slt_deploy.atomic import write_bytes
 from slt_deploy.errors import SltError
+from slt_deploy.runtimes import import_onnxruntime
 
 OPSET = 17
 INPUT_NAME = "input"
@@ -104,7 +105,7 @@ def check(path: Path) -> None:
 
 
 def session(path: str | Path, providers: list[str] | None = None):
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     verify(path)
     options = ort.SessionOptions()

@@ -40,27 +40,16 @@ class Size:
 
 @torch.no_grad()
 def measure(model: nn.Module, input_shape: tuple[int, ...]) -> Size:
-    """Parameters and buffers of the layers, and MACs of every Conv2d and Linear for one
-    sample (counted from the shapes a real forward pass produces)."""
-    macs = 0
+    """Parameters of the layers, and multiply-accumulates for one sample, from torch's own
+    FlopCounterMode (a multiply-accumulate is 2 of its FLOPs): every matmul and convolution
+    counts, attention's included, with the shapes a real forward pass produces."""
+    from torch.utils.flop_counter import FlopCounterMode
 
-    def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        nonlocal macs
-        per_output = module.weight[0].numel()  # in/groups · kh · kw, or in_features
-        macs += output.numel() // output.shape[0] * per_output
-
-    handles = [
-        m.register_forward_hook(count)
-        for m in model.modules()
-        if isinstance(m, nn.Conv2d | nn.Linear)
-    ]
-    try:
+    counter = FlopCounterMode(display=False)
+    with counter:
         model.eval()(torch.zeros(1, *input_shape))
-    finally:
-        for handle in handles:
-            handle.remove()
     params = sum(p.numel() for p in model.parameters())
-    return Size(params, macs)
+    return Size(params, counter.get_total_flops() // 2)
 
 
 class SelectFeatures(nn.Module):

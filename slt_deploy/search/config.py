@@ -54,6 +54,7 @@ class SearchConfig:
     sigma: float = 0.5
     sigma_final: float | None = None  # None: σ constant; else cosine from sigma to this
     temperature_final: float | None = None  # stg sharpening: None = t 1; else cosine 1 → this
+    sharpen_start: float = 0.0  # fraction of training before sharpening begins (t = 1 until then)
     noise: str = "table"
     compile: bool | None = None  # None: compile the gate kernels when the run is long
     loss_temperature: str = "auto"  # auto: learned for mask methods, none for dense
@@ -194,6 +195,8 @@ class SearchConfig:
                 raise SltError("--temperature-final must lie in (0, 1]")
             if self.method != "gates" or self.gate != "stg":
                 raise SltError("--temperature-final sharpens stg gates (--method gates)")
+        if not 0.0 <= self.sharpen_start < 1.0:
+            raise SltError("--sharpen-start must lie in [0, 1)")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise SltError(f"--{name.replace('_', '-')} must be >= 1")

@@ -46,3 +46,11 @@ def compress_24(weight: torch.Tensor) -> dict[str, torch.Tensor]:
     positions = torch.sort(order[..., :KEEP], dim=-1).values
     values = torch.gather(grouped, -1, positions)
     return {"values": values.contiguous(), "indices": positions.to(torch.uint8).contiguous()}
+
+
+def compressed_24_bytes(weight: torch.Tensor) -> int:
+    """Bytes of the compressed 2:4 form as sparse hardware stores it: the kept values plus 2
+    bits of position each. Reported, not written: TensorRT and torch's semi-structured
+    tensors compress from the dense weights themselves, so a file of it would have no reader."""
+    parts = compress_24(weight)
+    return parts["values"].nbytes + (parts["indices"].numel() * 2 + 7) // 8

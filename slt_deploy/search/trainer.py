@@ -174,10 +174,14 @@ def channels_last(config: SearchConfig, device: torch.device) -> bool:
     return config.channels_last and device.type == "cuda"
 
 
-def cosine_anneal(start: float, end: float, step: int, total_steps: int) -> float:
-    """A cosine from `start` to `end`, a function of the step alone, so a resumed run trains
-    with the same values as an uninterrupted one."""
+def cosine_anneal(
+    start: float, end: float, step: int, total_steps: int, begin: float = 0.0
+) -> float:
+    """A cosine from `start` to `end` over the fraction [begin, 1] of training (`start` before
+    it), a function of the step alone, so a resumed run trains with the same values as an
+    uninterrupted one."""
     progress = min(1.0, step / max(1, total_steps))
+    progress = max(0.0, (progress - begin) / (1.0 - begin))
     return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -187,8 +191,11 @@ def annealed_sigma(config: SearchConfig, step: int, total_steps: int) -> float:
 
 
 def annealed_temperature(config: SearchConfig, step: int, total_steps: int) -> float:
-    """The stg gate temperature t at `step`: from 1 to --temperature-final."""
-    return cosine_anneal(1.0, config.temperature_final, step, total_steps)
+    """The stg gate temperature t at `step`: 1 until --sharpen-start, then down to
+    --temperature-final. Starting after the sparsity ramp keeps the gates soft while the
+    controller still moves the density: gates that decide during the ramp stop receiving
+    penalty gradient and the controller loses the target (docs/search.md)."""
+    return cosine_anneal(1.0, config.temperature_final, step, total_steps, config.sharpen_start)
 
 
 def set_temperature_(model: nn.Module, temperature: float) -> None:
