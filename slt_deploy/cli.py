@@ -139,7 +139,7 @@ SEARCH_OPTIONS = {  # shared by `search` and `sweep`
         type=click.Choice(["stg", "hard-concrete"]),
         default="stg",
         show_default=True,
-        help="Gate family (DESIGN.md, 'Method').",
+        help="Gate family (docs/design.md, 'Method').",
     ),
     "--sigma": click.option(
         "--sigma", type=float, default=0.5, show_default=True, help="Noise σ of stg gates."
@@ -158,6 +158,14 @@ SEARCH_OPTIONS = {  # shared by `search` and `sweep`
         "z = clip(τ + (μ − τ + ε)/t, 0, 1), so the relaxed network converges to the binary one "
         "it becomes (docs/search.md, 'Sharpening'). The mask μ > τ does not depend on t. "
         "Default: t = 1 (the paper's gate).",
+    ),
+    "--sparsity-ramp": click.option(
+        "--sparsity-ramp",
+        type=float,
+        default=0.35,
+        show_default=True,
+        help="Fraction of training over which --target-sparsity's target density ramps (cubic) "
+        "from the initial density down to 1 - target (docs/search.md, 'Sparsity control').",
     ),
     "--sharpen-start": click.option(
         "--sharpen-start",

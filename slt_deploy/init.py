@@ -2,7 +2,7 @@
 
 torch's samplers may change between releases and devices, so weights come from numpy's
 Philox counter-based generator read as *raw* 64-bit words (the Philox4x64-10 stream is
-fixed by its algorithm), turned into numbers with explicit arithmetic here (DESIGN.md,
+fixed by its algorithm), turned into numbers with explicit arithmetic here (docs/design.md,
 "Weights"). A SHA-256 over the regenerated weights goes into every ticket.
 """
 

@@ -206,6 +206,28 @@ def load_rows(out: str | Path) -> list[dict]:
     return rows
 
 
+def rows_from_table(out: str | Path) -> list[dict]:
+    """The rows of a sweep's results.csv, for a sweep kept without its cells (bench/results
+    keeps only the table): numbers as numbers, empty cells as None, invalid rows left out."""
+    path = Path(out, RESULTS_FILE)
+    if not path.is_file():
+        return []
+    rows = []
+    for raw in csv.DictReader(io.StringIO(path.read_text())):
+        row: dict = {}
+        for key, value in raw.items():
+            if value in ("", None):
+                row[key] = None
+                continue
+            try:
+                row[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+            except ValueError:
+                row[key] = value
+        if valid_summary(row):
+            rows.append(row)
+    return rows
+
+
 def valid_summary(summary: object) -> bool:
     """The fields a report computes with, with the types it needs (summaries are files too)."""
     if not isinstance(summary, dict):

@@ -1,5 +1,5 @@
 """The search artifact: a ticket is the config that regenerates the frozen network plus the
-learned mask parameters and BatchNorm statistics, in one safetensors file (DESIGN.md,
+learned mask parameters and BatchNorm statistics, in one safetensors file (docs/design.md,
 "Artifacts"). Frozen weights are never stored; they are regenerated and checked by SHA-256.
 """
 

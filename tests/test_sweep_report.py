@@ -4,6 +4,7 @@ run) into PNGs that decode, a Markdown table and an HTML page that embeds every 
 import csv
 import html.parser
 import json
+import shutil
 
 import matplotlib.image
 import pytest
@@ -68,6 +69,18 @@ def test_sweep_runs_the_grid_resumes_and_reports(mnist_dir, tmp_path):
                                    "training_curves.png"})  # fmt: skip
     assert "| gates (stg) | 0.9 |" in markdown and "| dense | – |" in markdown
     assert "gates (stg) / edge-popup" in markdown
+
+    kept = tmp_path / "kept"  # what bench/results keeps of a sweep: its table, not its cells
+    kept.mkdir()
+    for name in ("results.csv", "sweep.json"):
+        shutil.copy(out / name, kept / name)
+    done = run_cli("report", str(kept))
+    assert done.returncode == 0, done.stderr
+
+    def tables(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.startswith("|")]
+
+    assert tables((kept / "results.md").read_text()) == tables(markdown)  # from the table alone
 
     changed = run_cli(*args[:-2], "--lr", "0.5", "--out", str(out))
     assert changed.returncode == 2 and "other settings (lr)" in changed.stderr

@@ -1,4 +1,4 @@
-"""Deterministic thresholding: gate parameters → binary masks (DESIGN.md: B = [ẑ > τ])."""
+"""Deterministic thresholding: gate parameters → binary masks (docs/design.md: B = [ẑ > τ])."""
 
 from __future__ import annotations
 

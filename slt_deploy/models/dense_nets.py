@@ -1,7 +1,7 @@
 """Fully connected nets and the Conv-2/4/6/8 CNNs of Frankle & Carbin and edge-popup.
 
 Every layer is built without bias and every BatchNorm without affine parameters: the search
-learns nothing but the mask (DESIGN.md, "Method"). `--learn-bias`/`--affine-bn` add them back.
+learns nothing but the mask (docs/design.md, "Method"). `--learn-bias`/`--affine-bn` add them back.
 """
 
 from __future__ import annotations

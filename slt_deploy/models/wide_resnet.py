@@ -1,6 +1,6 @@
 """WRN-28-10 for CIFAR (Zagoruyko & Komodakis 2016), which timm does not ship: pre-activation
 basic blocks, three groups of (depth - 4) / 6 blocks at widths 16k, 32k, 64k, no dropout.
-Bias-free convolutions; the BatchNorms become non-affine in the search (DESIGN.md)."""
+Bias-free convolutions; the BatchNorms become non-affine in the search (docs/design.md)."""
 
 from __future__ import annotations
 

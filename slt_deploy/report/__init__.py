@@ -16,6 +16,7 @@ from slt_deploy.sweep import (
     is_sweep,
     load_rows,
     method_label,
+    rows_from_table,
     valid_summary,
 )
 
@@ -93,7 +94,7 @@ def _representatives(rows: list[dict]) -> list[dict]:
 
 
 def _sweep_report(path: Path, out: Path, levels, bench_files) -> dict:
-    rows = load_rows(path)
+    rows = load_rows(path) or rows_from_table(path)  # a sweep kept without its cells: its table
     if not rows:
         raise SltError(f"{path}: no finished cells yet (run slt-deploy sweep first)")
     base = _load_json(path / SWEEP_FILE).get("base", {}) if (path / SWEEP_FILE).is_file() else {}
@@ -126,6 +127,8 @@ def _sweep_report(path: Path, out: Path, levels, bench_files) -> dict:
     layers = {}
     curves = {}
     for row in reps:
+        if not (path / CELLS_DIR / row["cell"]).is_dir():
+            continue  # per-layer and curve figures need the cell itself
         label = f"{method_label(row['method'], row['gate'])}"
         if row["target_sparsity"] is not None:
             label += f" @ {row['target_sparsity']:g}"

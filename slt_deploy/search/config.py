@@ -69,6 +69,7 @@ class SearchConfig:
     target_sparsity: float | None = None
     l0: float | None = None
     controller_rate: float = 0.01
+    sparsity_ramp: float = 0.35  # fraction of training over which the target density ramps down
     epochs: int = 15
     batch_size: int = 128
     optimizer: str | None = None  # None: the method's default (as lr, momentum, weight_decay)
@@ -195,6 +196,8 @@ class SearchConfig:
                 raise SltError("--temperature-final must lie in (0, 1]")
             if self.method != "gates" or self.gate != "stg":
                 raise SltError("--temperature-final sharpens stg gates (--method gates)")
+        if not 0.0 < self.sparsity_ramp <= 1.0:
+            raise SltError("--sparsity-ramp must lie in (0, 1]")
         if not 0.0 <= self.sharpen_start < 1.0:
             raise SltError("--sharpen-start must lie in [0, 1)")
         for name in ("epochs", "batch_size", "eval_batch_size"):

@@ -1,6 +1,6 @@
 """Gate families: continuous relaxations of Bernoulli gates with an expected-L0 penalty.
 
-Each family owns its parameter tensor and gives three things (DESIGN.md, "Method"):
+Each family owns its parameter tensor and gives three things (docs/design.md, "Method"):
 `sample` (the relaxed gate z used in training, differentiable, no straight-through),
 `open_probability` (P(z > 0) per gate; its sum is E[L0]) and `deterministic_gate` (ẑ).
 The deployed mask is always `binary_mask = ẑ > τ`.

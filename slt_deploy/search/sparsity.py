@@ -1,6 +1,6 @@
 """Sparsity control: λ fixed by `--l0`, or steered toward `--target-sparsity`.
 
-The penalty is λ · E[L0] / N (DESIGN.md: λ Σ P(open), divided by the number of gates N so that
+The penalty is λ · E[L0] / N (docs/design.md: λ Σ P(open), divided by the number of gates N so that
 one λ means the same on every model).
 
 With a target s the constraint is an equality (the user asks for a sparsity), solved by a PI

@@ -252,7 +252,10 @@ def build_trainer(
     temperature = LossTemperature().to(device) if uses_temperature(config) else None
     optimizer = build_optimizer(model, config, extra=temperature)
     controller = SparsityController.create(
-        config.target_sparsity if method.penalised else None, config.l0, config.controller_rate
+        config.target_sparsity if method.penalised else None,
+        config.l0,
+        config.controller_rate,
+        ramp=config.sparsity_ramp,
     )
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
