@@ -146,7 +146,7 @@ def problems(table: Table, root: Path = ROOT) -> list[str]:
     missing = [s for s in table.sources if not source_files(s, root)]
     if missing:
         return [f"{where}: names {', '.join(missing)}, which holds no file"]
-    text = "\n".join(p.read_text(errors="replace") for s in table.sources for p in source_files(s))
+    text = "\n".join(p.read_text(errors="replace") for s in table.sources for p in source_files(s, root))
     values = _values(text)
     unbacked = [n for n in numbers if not backed(n, text, values)]
     if unbacked:
