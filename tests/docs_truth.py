@@ -20,7 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = re.compile(r"bench/results/[A-Za-z0-9_./*{},+=-]*[A-Za-z0-9_/*}]")
-_EDGE = r"(?<![\w.^/-])", r"(?![\w/]|\.\d)"  # not inside a word, path, version or address
+# not inside a word, path, version or address; a ratio's "x" (2.11x) ends a number
+_EDGE = r"(?<![\w.^/-])", r"(?!(?!x\b)[\w/]|\.\d)"
 NUMBER = re.compile(
     rf"{_EDGE[0]}[-−]?\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?{_EDGE[1]}"  # 26,620
     rf"|{_EDGE[0]}[-−]?\d+(?:\.\d+)?{_EDGE[1]}"
