@@ -20,9 +20,9 @@ from safetensors.torch import load_file
 TORCHRUN = shutil.which("torchrun")
 ARGS = ("search", "--data", "mnist", "--subset", "6000", "--epochs", "3",
         "--target-sparsity", "0.8", "--batch-size", "64", "--seed", "7", "--quiet")  # fmt: skip
-# After 282 steps: mean |Δμ| 1.9e-7, max 1.9e-3 (Adam magnifies summation-order noise in
-# near-zero gradients); usually 0 of 266,200 mask bits differ, but summation order can flip a
-# few gates that sit on τ (one CI run: sparsity 0.7989557 vs 0.7989594, one bit).
+# Adam magnifies summation-order noise in near-zero gradients, so μ differs a little after 282
+# steps, and summation order can flip a few of the 266,200 gates that sit on τ (one CI run:
+# sparsity 0.7989557 vs 0.7989594, one bit). The bounds below allow for both.
 MEAN_TOLERANCE, MAX_TOLERANCE, FLIP_TOLERANCE, ACCURACY_TOLERANCE = 1e-5, 1e-2, 1e-4, 0.005
 
 pytestmark = pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not on PATH")
