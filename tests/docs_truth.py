@@ -147,7 +147,8 @@ def problems(table: Table, root: Path = ROOT) -> list[str]:
     missing = [s for s in table.sources if not source_files(s, root)]
     if missing:
         return [f"{where}: names {', '.join(missing)}, which holds no file"]
-    text = "\n".join(p.read_text(errors="replace") for s in table.sources for p in source_files(s, root))
+    files = [p for s in table.sources for p in source_files(s, root)]
+    text = "\n".join(p.read_text(errors="replace") for p in files)
     values = _values(text)
     unbacked = [n for n in numbers if not backed(n, text, values)]
     if unbacked:
