@@ -175,6 +175,14 @@ SEARCH_OPTIONS = {  # shared by `search` and `sweep`
         help="Fraction of training to wait before --temperature-final starts sharpening. "
         "Waiting past the sparsity ramp (0.35) keeps gates soft while the density still moves.",
     ),
+    "--exact-target": click.option(
+        "--exact-target/--no-exact-target",
+        default=True,
+        show_default=True,
+        help="Gates with --target-sparsity: after the last step, move the gates nearest the "
+        "threshold so the mask keeps exactly round((1 - s) * n) weights, as edge-popup does "
+        "(unstructured gates only).",
+    ),
     "--noise": click.option(
         "--noise",
         type=click.Choice(["table", "fresh"]),

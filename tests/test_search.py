@@ -57,9 +57,11 @@ def test_run_directory_holds_ticket_summary_metrics_checkpoint(gates_run):
     assert hist["closed"] + hist["open"] + hist["undecided"] == pytest.approx(1.0)
 
 
-def test_target_sparsity_is_met_within_one_point(gates_run):
+def test_target_sparsity_is_met_exactly(gates_run):
+    """The controller lands near the target; the final step (--exact-target) makes it exact."""
     _, _, summary = gates_run
-    assert abs(summary["sparsity"] - 0.8) <= 0.01
+    assert summary["params_kept"] == round(0.2 * summary["params_total"])
+    assert summary["gates_moved_to_target"] is not None
     assert summary["test_accuracy"] > 0.8  # digits, 30 short epochs, 80% of weights removed
 
 

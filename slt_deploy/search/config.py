@@ -70,6 +70,7 @@ class SearchConfig:
     l0: float | None = None
     controller_rate: float = 0.01
     sparsity_ramp: float = 0.35  # fraction of training over which the target density ramps down
+    exact_target: bool = True  # gates: the final mask keeps exactly round((1 − s) · n) weights
     epochs: int = 15
     batch_size: int = 128
     optimizer: str | None = None  # None: the method's default (as lr, momentum, weight_decay)

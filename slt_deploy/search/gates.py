@@ -88,6 +88,10 @@ class GateFamily(nn.Module):
     def binary_mask(self) -> torch.Tensor:
         return self.deterministic_gate() > self.config.threshold
 
+    def parameter_at_threshold(self) -> float:
+        """The parameter value at which ẑ = τ: the mask is `parameter > this` (ẑ is monotone)."""
+        raise NotImplementedError
+
 
 GATES: Registry[type[GateFamily]] = Registry("gate family")
 
@@ -219,6 +223,9 @@ class StochasticGate(GateFamily):
         mean, _ = self._effective()
         return mean.clamp(0.0, 1.0)  # ẑ = clip(μ, 0, 1) at t = 1
 
+    def parameter_at_threshold(self) -> float:
+        return self.config.threshold  # μ > τ ⇔ ẑ > τ at every temperature
+
 
 @GATES.register("hard-concrete")
 class HardConcreteGate(GateFamily):
@@ -254,3 +261,8 @@ class HardConcreteGate(GateFamily):
     def deterministic_gate(self) -> torch.Tensor:
         c = self.config
         return (torch.sigmoid(self.log_alpha) * (c.zeta - c.gamma) + c.gamma).clamp(0.0, 1.0)
+
+    def parameter_at_threshold(self) -> float:
+        c = self.config
+        p = (c.threshold - c.gamma) / (c.zeta - c.gamma)
+        return math.log(p / (1.0 - p))  # sigmoid(log α)(ζ − γ) + γ = τ

@@ -19,6 +19,7 @@ from slt_deploy.data.base import normalise, steps_per_epoch, train_batches
 from slt_deploy.errors import SltError
 from slt_deploy.search import rundir
 from slt_deploy.search.batchnorm import recalibrate_batchnorm_
+from slt_deploy.search.budget import meet_target_
 from slt_deploy.search.config import SearchConfig
 from slt_deploy.search.distributed import World, close_world, init_world
 from slt_deploy.search.layers import gate_families, masked_layers
@@ -264,6 +265,11 @@ def _run(
                         f"sparsity {1 - density:.3f} λ {trainer.controller.lam:.3g}",
                     )
             losses, correct, seen = world.sum([float(losses), int(correct), seen], device)
+            moved = None
+            if _meets_target_exactly(config) and (
+                state.step >= total_steps or state.epoch + 1 >= config.epochs
+            ):  # the last epoch: its record, checkpoint and ticket carry the exact mask
+                moved = meet_target_(trainer.model, config.target_sparsity)
             record = _epoch_record(
                 trainer.model,
                 data,
@@ -278,6 +284,8 @@ def _run(
             if not trainer.parameters_finite():  # never checkpoint a broken state
                 raise _stopped("trained parameter", state.step, state.epoch, out)
             record["skipped_batches"] = trainer.skipped_batches
+            if moved is not None:
+                record["gates_moved_to_target"] = moved
             history.append(record)
             state.epoch += 1
             state.wall = time.perf_counter() - started
@@ -292,6 +300,15 @@ def _run(
                 f"test {record['test_accuracy']:.4f} {shown.replace('_', ' ')} {record[shown]:.3f}",
             )
     return _finish(out, config, trainer.model, data, device, state, history, world.main)
+
+
+def _meets_target_exactly(config: SearchConfig) -> bool:
+    return (
+        config.exact_target
+        and config.method == "gates"
+        and config.target_sparsity is not None
+        and config.granularity == "unstructured"
+    )
 
 
 def _stopped(what: str, step: int, epoch: int, out: Path) -> SltError:
@@ -387,6 +404,7 @@ def _finish(
         "seed": config.seed,
         "device": device.type,
         "skipped_batches": history[-1].get("skipped_batches", 0) if history else 0,
+        "gates_moved_to_target": history[-1].get("gates_moved_to_target") if history else None,
         "pure_ticket": not (config.learn_bias or config.affine_bn) and config.method != "dense",
     }
     if config.granularity.startswith("channel"):

@@ -1,0 +1,58 @@
+"""The final mask keeps exactly the weights the target asks for (search/budget.py)."""
+
+import pytest
+import torch
+
+from slt_deploy.data import DataSpec
+from slt_deploy.search.budget import meet_target_, unstructured_gates
+from slt_deploy.search.config import SearchConfig
+from slt_deploy.search.trainer import build_trainer
+
+SPEC = DataSpec("digits", (1, 8, 8), 10, (0.0,), (1.0,))
+
+
+def _model(gate: str, centre: float) -> torch.nn.Module:
+    config = SearchConfig(data="digits", gate=gate, target_sparsity=0.8)
+    model = build_trainer(config.resolved(10), SPEC, 10, torch.device("cpu")).model
+    generator = torch.Generator().manual_seed(0)
+    for g in unstructured_gates(model):  # spread around the threshold, exact ties mixed in
+        values = centre + torch.randn(g.parameter.shape, generator=generator)
+        values[..., ::7] = centre - 0.25
+        g.parameter.data.copy_(values)
+    return model
+
+
+def _open(model) -> torch.Tensor:
+    return torch.cat([g.binary_mask().reshape(-1) for g in unstructured_gates(model)])
+
+
+def _margins(model) -> torch.Tensor:
+    gates = unstructured_gates(model)
+    return torch.cat([(g.parameter - g.parameter_at_threshold()).reshape(-1) for g in gates])
+
+
+@pytest.mark.parametrize("gate,centre", [("stg", 0.5), ("hard-concrete", 0.0)])
+@pytest.mark.parametrize("target", [0.3, 0.8, 0.97])
+def test_exactly_the_target_count_stays_open_and_the_nearest_gates_moved(gate, centre, target):
+    model = _model(gate, centre)
+    before_open, before = _open(model), _margins(model).detach().clone()
+    want = round((1 - target) * before.numel())
+    moved = meet_target_(model, target)
+    after_open = _open(model)
+    assert int(after_open.sum()) == want
+    assert moved == want - int(before_open.sum()) != 0
+    changed = after_open != before_open
+    assert int(changed.sum()) == abs(moved)  # the fewest moves
+    if moved > 0:  # every opened gate ranked at or above every gate left closed
+        assert before[changed].min() >= before[~after_open].max()
+    else:  # every closed gate ranked at or below every gate left open
+        assert before[changed].max() <= before[after_open].min()
+    assert meet_target_(model, target) == 0  # nothing left to move
+
+
+def test_the_same_gates_move_every_time_even_with_ties():
+    a, b = _model("stg", 0.5), _model("stg", 0.5)
+    meet_target_(a, 0.9)
+    meet_target_(b, 0.9)
+    pairs = zip(unstructured_gates(a), unstructured_gates(b), strict=True)
+    assert all(torch.equal(x.parameter, y.parameter) for x, y in pairs)
