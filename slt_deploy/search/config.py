@@ -53,8 +53,8 @@ class SearchConfig:
     gate: str = "stg"
     sigma: float = 0.5
     sigma_final: float | None = None  # None: σ constant; else cosine from sigma to this
-    temperature_final: float | None = None  # stg sharpening: None = t 1; else cosine 1 → this
-    sharpen_start: float = 0.0  # fraction of training before sharpening begins (t = 1 until then)
+    temperature_final: float | None = None  # stg sharpening, cosine t 1 → this; None: default
+    sharpen_start: float = 0.5  # fraction of training before sharpening begins (t = 1 until then)
     noise: str = "table"
     compile: bool | None = None  # None: compile the gate kernels when the run is long
     loss_temperature: str = "auto"  # auto: learned for mask methods, none for dense
@@ -70,7 +70,7 @@ class SearchConfig:
     l0: float | None = None
     controller_rate: float = 0.01
     sparsity_ramp: float = 0.35  # fraction of training over which the target density ramps down
-    exact_target: bool = True  # gates: the final mask keeps exactly round((1 − s) · n) weights
+    exact_target: bool = False  # gates: final mask keeps exactly round((1 − s) · n) weights
     epochs: int = 15
     batch_size: int = 128
     optimizer: str | None = None  # None: the method's default (as lr, momentum, weight_decay)
@@ -126,6 +126,7 @@ class SearchConfig:
             weight_decay=pick(self.weight_decay, d.weight_decay),
             scale_fan=pick(self.scale_fan, d.scale_fan),
             loss_temperature=temperature,
+            temperature_final=pick(self.temperature_final, _default_temperature_final(self)),
             compile=pick(self.compile, total_steps >= COMPILE_MIN_STEPS),
             init_gain=pick(self.init_gain, 2.0**0.5),
         )
@@ -213,6 +214,15 @@ class SearchConfig:
         if self.on_nan not in ON_NAN:
             raise SltError(f"--on-nan must be one of {', '.join(ON_NAN)}")
         return self
+
+
+def _default_temperature_final(config: SearchConfig) -> float | None:
+    """Sharpening is the stg gates' default; other methods and families have no temperature."""
+    from slt_deploy.search.gates import GATES
+
+    if config.method != "gates" or config.granularity != "unstructured":
+        return None
+    return getattr(GATES.get(config.gate), "default_temperature_final", None)
 
 
 def load_recipe(path: str | Path) -> dict:

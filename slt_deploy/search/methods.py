@@ -203,7 +203,8 @@ def prepare_channel_gates(
 
 # Each default is the best of bench/search_quality.py's grids (docs/search.md, "Defaults").
 METHODS.register("gates")(
-    GatesMethod("gates", Defaults("uniform", "adam", 0.01, 0.0, 0.0), penalised=True)
+    # signed-constant weights, as edge-popup: +0.3 to +0.5 points on MNIST at 0.9-0.98 (3 seeds)
+    GatesMethod("gates", Defaults("signed-constant", "adam", 0.01, 0.0, 0.0), penalised=True)
 )
 METHODS.register("edge-popup")(
     EdgePopupMethod(
@@ -233,8 +234,17 @@ def init_spec(config: SearchConfig) -> InitSpec:
 
 
 def default_lr(config: SearchConfig) -> float:
-    """The method's learning rate, or the gate family's own where it has one."""
-    family_lr = GATES.get(config.gate).default_lr if config.method == "gates" else None
+    """The method's learning rate, or the gate family's own where it has one (sharpened
+    unstructured stg gates: their own again)."""
+    if config.method != "gates":
+        return METHODS.get(config.method).defaults.lr
+    family = GATES.get(config.gate)
+    sharpened = getattr(family, "sharpened_lr", None)
+    if sharpened is not None and config.granularity == "unstructured" and (
+        config.temperature_final is None or config.temperature_final < 1.0
+    ):
+        return sharpened
+    family_lr = family.default_lr
     return METHODS.get(config.method).defaults.lr if family_lr is None else family_lr
 
 
