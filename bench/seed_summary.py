@@ -36,9 +36,7 @@ def summarise(results: list[dict]) -> list[str]:
         test = [r["test_accuracy"] for r in runs]
         sparsity = [100 * r["sparsity"] for r in runs]
         reached = f"{min(sparsity):.2f}–{max(sparsity):.2f}%"
-        lines.append(
-            f"| {label} | {len(runs)} | {_mean_sd(val)} | {_mean_sd(test)} | {reached} |"
-        )
+        lines.append(f"| {label} | {len(runs)} | {_mean_sd(val)} | {_mean_sd(test)} | {reached} |")
     return lines
 
 

@@ -23,6 +23,13 @@ from slt_deploy.search.trainer import build_trainer
 VARIANTS = {  # label -> SearchConfig overrides
     "dense": {"method": "dense"},
     "gates": {"method": "gates", "compile": True},
+    # the default's second half: sharpening on (t < 1) from the first step measured
+    "gates, sharpening": {
+        "method": "gates",
+        "compile": True,
+        "temperature_final": 0.05,
+        "sharpen_start": 0.0,
+    },
     "gates --noise fresh": {"method": "gates", "noise": "fresh", "compile": True},
     "gates --no-compile": {"method": "gates", "compile": False},
     "edge-popup": {"method": "edge-popup"},
@@ -35,7 +42,7 @@ def make_step(variant: str, model_name: str, kwargs: dict, spec: DataSpec, total
     target = None if overrides["method"] == "dense" else 0.9
     config = SearchConfig(
         model=model_name, model_kwargs=kwargs, target_sparsity=target, **overrides
-    )
+    ).resolved(total)  # every default explicit, as the search loop runs it
     trainer = build_trainer(config, spec, total, torch.device("cpu"))
     counter = iter(range(10**9))
 

@@ -6,9 +6,9 @@ keeps exactly round((1 − s) · n) weights by construction; this brings the gat
 the same count: the closed gates nearest to opening are opened (or the open gates nearest to
 closing closed), ranked globally by their gate parameter. Off by default, because it measured
 worse: on MNIST at 98% the ~400 gates it opened cost 0.9 points (3 seeds), so "nearest to τ"
-is not "most useful" once the search has closed a gate. Each moved gate is set just across the threshold, so the ticket keeps its
-meaning `B = [ẑ > τ]` and nothing downstream changes. Ties are broken by position (stable
-sort), so the result is deterministic.
+is not "most useful" once the search has closed a gate. Each moved gate is set just across
+the threshold, so the ticket keeps its meaning `B = [ẑ > τ]` and nothing downstream changes.
+Ties are broken by position (stable sort), so the result is deterministic.
 """
 
 from __future__ import annotations

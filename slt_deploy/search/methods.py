@@ -240,8 +240,10 @@ def default_lr(config: SearchConfig) -> float:
         return METHODS.get(config.method).defaults.lr
     family = GATES.get(config.gate)
     sharpened = getattr(family, "sharpened_lr", None)
-    if sharpened is not None and config.granularity == "unstructured" and (
-        config.temperature_final is None or config.temperature_final < 1.0
+    if (
+        sharpened is not None
+        and config.granularity == "unstructured"
+        and (config.temperature_final is None or config.temperature_final < 1.0)
     ):
         return sharpened
     family_lr = family.default_lr
