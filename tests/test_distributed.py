@@ -18,8 +18,13 @@ from conftest import cli_env, run_cli
 from safetensors.torch import load_file
 
 TORCHRUN = shutil.which("torchrun")
+# --preset gates-v1 (uniform weights, t = 1): the ranks' equivalence is what this tests, at the
+# noise level where it can be bounded tightly. At the defaults the same noise grows: sharpened
+# gates multiply the gradient by up to 1/t = 20, and one run measured mean |Δμ| 3e-4 and 93 of
+# 266,200 bits flipped (accuracy 89.33% vs 89.30%); signed-constant weights at t = 1: 2.9e-5, 5.
 ARGS = ("search", "--data", "mnist", "--subset", "6000", "--epochs", "3",
-        "--target-sparsity", "0.8", "--batch-size", "64", "--seed", "7", "--quiet")  # fmt: skip
+        "--target-sparsity", "0.8", "--batch-size", "64", "--seed", "7",
+        "--preset", "gates-v1", "--quiet")  # fmt: skip
 # Adam magnifies summation-order noise in near-zero gradients, so μ differs a little after 282
 # steps, and summation order can flip a few of the 266,200 gates that sit on τ (one CI run:
 # sparsity 0.7989557 vs 0.7989594, one bit). The bounds below allow for both.

@@ -99,7 +99,11 @@ def test_each_gate_family_has_its_own_default_learning_rate():
     # hard-concrete's log α moves over several units where stg's μ moves within [0, 1]:
     # Adam 0.01 left it 3 points behind 0.03 (docs/search.md, "Defaults")
     assert SearchConfig(gate="hard-concrete").resolved(10).lr == 0.03
-    assert SearchConfig(gate="stg").resolved(10).lr == 0.01
+    # sharpened unstructured stg gates (the default) learn at 0.015; at t = 1 and on channel
+    # or 2:4 gates, where sharpening was not measured, stg keeps 0.01
+    assert SearchConfig(gate="stg").resolved(10).lr == 0.015
+    assert SearchConfig(gate="stg", temperature_final=1.0).resolved(10).lr == 0.01
+    assert SearchConfig(gate="stg", granularity="2:4").resolved(10).lr == 0.01
     assert SearchConfig(gate="hard-concrete", lr=0.005).resolved(10).lr == 0.005
     assert SearchConfig(method="edge-popup", gate="hard-concrete").resolved(10).lr == 0.1
 

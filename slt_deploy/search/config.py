@@ -110,7 +110,7 @@ class SearchConfig:
         the run even after the tool's defaults change (a ticket that said `init: null` would
         regenerate other weights under a new default). Compiling the gate kernels costs
         ~10-15 s once, so by default it is on only for long runs."""
-        from slt_deploy.search.methods import METHODS, default_lr
+        from slt_deploy.search.methods import METHODS, default_init, default_lr
 
         d = METHODS.get(self.method).defaults
         pick = lambda value, default: default if value is None else value  # noqa: E731
@@ -119,7 +119,7 @@ class SearchConfig:
             temperature = "none" if self.method == "dense" else "learned"
         return replace(
             self,
-            init=pick(self.init, d.init),
+            init=pick(self.init, default_init(self)),
             optimizer=pick(self.optimizer, d.optimizer),
             lr=pick(self.lr, default_lr(self)),
             momentum=pick(self.momentum, d.momentum),
@@ -219,10 +219,11 @@ class SearchConfig:
 def _default_temperature_final(config: SearchConfig) -> float | None:
     """Sharpening is the stg gates' default; other methods and families have no temperature."""
     from slt_deploy.search.gates import GATES
+    from slt_deploy.search.methods import sharpened_defaults
 
-    if config.method != "gates" or config.granularity != "unstructured":
+    if not sharpened_defaults(config):
         return None
-    return getattr(GATES.get(config.gate), "default_temperature_final", None)
+    return GATES.get(config.gate).default_temperature_final
 
 
 def load_recipe(path: str | Path) -> dict:
