@@ -373,8 +373,8 @@ def _settings(
     on the command line."""
     from slt_deploy.search.config import load_recipe
 
-    name = options.pop("preset", None)
-    settings: dict = dict(PRESETS.get(name)) if name else {}
+    preset = options.pop("preset", None)
+    settings: dict = dict(PRESETS.get(preset)) if preset else {}
     settings.update(load_recipe(recipe) if recipe else {})
     explicit = {
         name

@@ -23,6 +23,16 @@ from slt_deploy.search.layers import GateSource, masked_layers
 MARGIN = 1e-4
 
 
+def applies(config) -> bool:
+    """Whether `--exact-target` acts on this search: unstructured gates with a target."""
+    return (
+        config.exact_target
+        and config.method == "gates"
+        and config.target_sparsity is not None
+        and config.granularity == "unstructured"
+    )
+
+
 def unstructured_gates(model: nn.Module) -> list[nn.Module]:
     """The gate families of unstructured gate sources: the ones a global top-k may move."""
     return [
@@ -67,4 +77,4 @@ def meet_target_(model: nn.Module, target_sparsity: float) -> int:
             where = torch.unravel_index(local.to(param.device), param.shape)
             param.data[where] = gate.parameter_at_threshold() + sign * MARGIN
         offset += n
-    return (want - have) if sign > 0 else -(have - want)
+    return want - have

@@ -110,7 +110,12 @@ class SearchConfig:
         the run even after the tool's defaults change (a ticket that said `init: null` would
         regenerate other weights under a new default). Compiling the gate kernels costs
         ~10-15 s once, so by default it is on only for long runs."""
-        from slt_deploy.search.methods import METHODS, default_init, default_lr
+        from slt_deploy.search.methods import (
+            METHODS,
+            default_init,
+            default_lr,
+            default_temperature_final,
+        )
 
         d = METHODS.get(self.method).defaults
         pick = lambda value, default: default if value is None else value  # noqa: E731
@@ -126,7 +131,7 @@ class SearchConfig:
             weight_decay=pick(self.weight_decay, d.weight_decay),
             scale_fan=pick(self.scale_fan, d.scale_fan),
             loss_temperature=temperature,
-            temperature_final=pick(self.temperature_final, _default_temperature_final(self)),
+            temperature_final=pick(self.temperature_final, default_temperature_final(self)),
             compile=pick(self.compile, total_steps >= COMPILE_MIN_STEPS),
             init_gain=pick(self.init_gain, 2.0**0.5),
         )
@@ -214,16 +219,6 @@ class SearchConfig:
         if self.on_nan not in ON_NAN:
             raise SltError(f"--on-nan must be one of {', '.join(ON_NAN)}")
         return self
-
-
-def _default_temperature_final(config: SearchConfig) -> float | None:
-    """Sharpening is the stg gates' default; other methods and families have no temperature."""
-    from slt_deploy.search.gates import GATES
-    from slt_deploy.search.methods import sharpened_defaults
-
-    if not sharpened_defaults(config):
-        return None
-    return GATES.get(config.gate).default_temperature_final
 
 
 def load_recipe(path: str | Path) -> dict:

@@ -17,9 +17,8 @@ from slt_deploy.checkpoint import load_checkpoint, save_checkpoint
 from slt_deploy.data import DataSplit, load_dataset
 from slt_deploy.data.base import normalise, steps_per_epoch, train_batches
 from slt_deploy.errors import SltError
-from slt_deploy.search import rundir
+from slt_deploy.search import budget, rundir
 from slt_deploy.search.batchnorm import recalibrate_batchnorm_
-from slt_deploy.search.budget import meet_target_
 from slt_deploy.search.config import SearchConfig
 from slt_deploy.search.distributed import World, close_world, init_world
 from slt_deploy.search.layers import gate_families, masked_layers
@@ -266,10 +265,10 @@ def _run(
                     )
             losses, correct, seen = world.sum([float(losses), int(correct), seen], device)
             moved = None
-            if _meets_target_exactly(config) and (
+            if budget.applies(config) and (
                 state.step >= total_steps or state.epoch + 1 >= config.epochs
             ):  # the last epoch: its record, checkpoint and ticket carry the exact mask
-                moved = meet_target_(trainer.model, config.target_sparsity)
+                moved = budget.meet_target_(trainer.model, config.target_sparsity)
             record = _epoch_record(
                 trainer.model,
                 data,
@@ -300,15 +299,6 @@ def _run(
                 f"test {record['test_accuracy']:.4f} {shown.replace('_', ' ')} {record[shown]:.3f}",
             )
     return _finish(out, config, trainer.model, data, device, state, history, world.main)
-
-
-def _meets_target_exactly(config: SearchConfig) -> bool:
-    return (
-        config.exact_target
-        and config.method == "gates"
-        and config.target_sparsity is not None
-        and config.granularity == "unstructured"
-    )
 
 
 def _stopped(what: str, step: int, epoch: int, out: Path) -> SltError:

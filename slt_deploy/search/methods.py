@@ -239,6 +239,11 @@ def default_init(config: SearchConfig) -> str:
     )
 
 
+def default_temperature_final(config: SearchConfig) -> float | None:
+    """Sharpening where it was measured; elsewhere None (t = 1, no temperature)."""
+    return GATES.get(config.gate).default_temperature_final if sharpened_defaults(config) else None
+
+
 def init_spec(config: SearchConfig) -> InitSpec:
     """The frozen-weight spec; with scale_fan, std grows by 1/√(kept fraction) (InitSpec)."""
     method = METHODS.get(config.method)
