@@ -574,12 +574,13 @@ def report(path: Path, out: Path | None, levels: str | None, bench_files: tuple[
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["onnx", "csr", "slt", "2:4", "trt"]),
+    type=click.Choice(["onnx", "onnx-int8", "csr", "slt", "2:4", "trt"]),
     required=True,
-    help="onnx: dense ONNX with the mask folded in; csr: sparse CSR weights for "
+    help="onnx: dense ONNX with the mask folded in; onnx-int8: the same quantized to int8 "
+    "(QDQ; exact weights for signed-constant tickets); csr: sparse CSR weights for "
     "slt-deploy's sparse runtime; slt: seed + bit-packed masks (smallest); 2:4: ONNX with 2:4 "
-    "weights (projected if the ticket is not 2:4) plus the compressed values + indices; trt: a "
-    "TensorRT engine for this machine's GPU (needs TensorRT and CUDA).",
+    "weights (projected if the ticket is not 2:4); trt: a TensorRT engine for this machine's "
+    "GPU (needs TensorRT and CUDA).",
 )
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Artifact to write.")
 @click.option("--threshold", type=float, help="Override τ: keep weights with ẑ > τ.")
@@ -591,7 +592,27 @@ def report(path: Path, out: Path | None, levels: str | None, bench_files: tuple[
 @click.option("--data", help="Data set for the parity check [the ticket's].")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Its folder [the ticket's].")
 @click.option("--fp16/--fp32", default=True, show_default=True, help="trt: precision.")
-@click.option("--int8", is_flag=True, help="trt: int8 with calibration batches (TensorRT 10).")
+@click.option(
+    "--int8",
+    is_flag=True,
+    help="trt: int8 built from the QDQ ONNX of onnx-int8 (explicit quantization, TensorRT 10 "
+    "and 11).",
+)
+@click.option(
+    "--int8-activations",
+    type=click.Choice(["uint8", "int8", "dynamic"]),
+    default=None,
+    help="onnx-int8: activation type, scales calibrated on training images; uint8 suits x86 "
+    "CPUs, int8 (symmetric) TensorRT and ARM; dynamic: scales at run time, no calibration, "
+    "ONNX Runtime CPU only. [uint8; int8 for trt --int8]",
+)
+@click.option(
+    "--calibration-samples",
+    type=int,
+    default=512,
+    show_default=True,
+    help="onnx-int8 / trt --int8: training images for the activation ranges (seeded sample).",
+)
 @click.option(
     "--sparse-weights/--no-sparse-weights",
     default=None,
@@ -637,6 +658,8 @@ def export(
     data_dir: Path | None,
     fp16: bool,
     int8: bool,
+    int8_activations: str | None,
+    calibration_samples: int,
     sparse_weights: bool | None,
     max_batch: int,
     workspace_mib: int,
@@ -667,6 +690,14 @@ def export(
             workspace_bytes=workspace_mib << 20,
             timing_cache=timing_cache,
         )
+    from slt_deploy.export.int8_format import Int8Options
+
+    activations = int8_activations or ("int8" if fmt == "trt" else "uint8")
+    int8_options = Int8Options(
+        dynamic=activations == "dynamic",
+        activation_type="uint8" if activations == "dynamic" else activations,
+        calibration_samples=calibration_samples,
+    )
     report = run_export(
         source,
         fmt,
@@ -678,6 +709,7 @@ def export(
         trt_options,
         shrink,
         channel_multiple,
+        int8_options,
     )
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
@@ -696,6 +728,20 @@ def export(
                 f"shrunk: {b['params']:,} -> {a['params']:,} parameters "
                 f"({shrunk['params_ratio']:.3f}), {b['macs']:,} -> {a['macs']:,} MACs "
                 f"({shrunk['macs_ratio']:.3f})"
+            )
+        quantized, accuracy = report.get("int8"), report.get("accuracy") or {}
+        if quantized:
+            click.echo(
+                f"int8 ({quantized['activations']} {quantized['activation_type']} activations): "
+                f"{quantized['layers_exact']} of {quantized['layers_quantized']} weight layers "
+                "exact"
+            )
+        if accuracy.get("accuracy_change") is not None:
+            click.echo(
+                f"test accuracy {100 * accuracy['artifact']:.2f}% vs fp32 "
+                f"{100 * accuracy['fp32']:.2f}% ({100 * accuracy['accuracy_change']:+.2f} "
+                f"points), predictions unchanged on {100 * accuracy['same_predictions']:.2f}% "
+                f"of {accuracy['samples']:,} ({accuracy['data']})"
             )
 
 

@@ -98,3 +98,34 @@ def test_fp16_network_for_strong_typing_is_valid_onnx_with_fp32_io():
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in proto.graph.initializer)
+
+
+def test_int8_network_is_the_symmetric_qdq_onnx_that_explicit_quantization_takes():
+    """TensorRT 10 and 11 both build int8 from Q/DQ; the graph is checked here, the build
+    itself needs TensorRT."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from slt_deploy.export.trt_format import BuildOptions, network_onnx
+    from slt_deploy.init import InitSpec, frozen_weight
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    with torch.no_grad():
+        for layer in (model[1], model[3]):
+            spec = InitSpec(scheme="signed-constant", seed=0)
+            layer.weight.copy_(frozen_weight(spec, "w", tuple(layer.weight.shape)))
+    options = BuildOptions(fp16=False, int8=True)
+    with pytest.raises(SltError, match="calibrates activations"):
+        network_onnx(model, (16,), options)
+    calibration = [np.random.default_rng(0).standard_normal((32, 16)).astype(np.float32)]
+    data, quantized = network_onnx(model, (16,), options, calibration)
+    graph = onnx.load_model_from_string(data).graph
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node}
+    zero_points = [numpy_helper.to_array(t) for t in graph.initializer if "zero_point" in t.name]
+    # activations and weights int8, biases int32 (scale = input × weight scale): all symmetric
+    assert {z.dtype for z in zero_points} == {np.dtype(np.int8), np.dtype(np.int32)}
+    assert not any(z.any() for z in zero_points)
+    assert quantized["int8"]["activation_type"] == "int8"
+    assert quantized["int8"]["layers_exact"] == 2

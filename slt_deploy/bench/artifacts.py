@@ -89,6 +89,11 @@ def deployable(artifact: Artifact):
         return load_deployable(artifact.path)
     report = artifact.report()
     source = (report or {}).get("source_path")
+    if (report or {}).get("format") == "onnx-int8":
+        raise SltError(
+            f"{artifact.path} is int8 ONNX: ONNX Runtime runs it (--backend ort); a torch "
+            "back-end would time the fp32 network behind it instead"
+        )
     if artifact.kind in ("onnx", "csr") and source and Path(source).exists():
         options = report.get("mask_options") or {}
         net = load_deployable(

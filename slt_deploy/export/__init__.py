@@ -8,13 +8,14 @@ byte-for-byte reproducible.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from slt_deploy.errors import SltError
-from slt_deploy.export import csr_format, onnx_format, slt_format
+from slt_deploy.export import csr_format, int8_format, onnx_format, slt_format
 from slt_deploy.export.network import Deployable, from_ticket
 from slt_deploy.export.report import write_report
 from slt_deploy.export.shrink import DEFAULT_CHANNEL_MULTIPLE
@@ -36,6 +37,7 @@ class ExportRequest:
     trt: object | None = None  # trt_format.BuildOptions
     shrink: bool = True  # channel tickets: remove closed channels from ONNX and TensorRT
     channel_multiple: int = DEFAULT_CHANNEL_MULTIPLE  # kept channel counts rounded up to this
+    int8: int8_format.Int8Options = field(default_factory=int8_format.Int8Options)
 
 
 Writer = Callable[[Deployable, ExportRequest, torch.Tensor], dict]
@@ -92,6 +94,75 @@ def runtime_network(net: Deployable, request: ExportRequest) -> tuple[torch.nn.M
             "channels_kept": kept,
             "channel_multiple": request.channel_multiple,
         }
+    }
+
+
+@FORMATS.register("onnx-int8")
+def _onnx_int8(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict:
+    """Quantized ONNX (export/int8_format.py). Its logits cannot meet fp32's 1e-4, so parity is
+    reported, and accuracy on the test split is measured against the fp32 network."""
+    model, shrunk = runtime_network(net, request)
+    calibration = None if request.int8.dynamic else calibration_batches(net, request)
+    fields = int8_format.write(
+        model, tuple(net.data.input_shape), request.out, request.int8, calibration
+    )
+    parity = onnx_format.parity(request.out, net.model, inputs)
+    parity["tolerance"] = None  # int8: reported, not enforced
+    return {
+        "parity": parity,
+        "opset": onnx_format.OPSET,
+        "accuracy": _onnx_accuracy(net, request),
+        **fields,
+        **shrunk,
+    }
+
+
+def calibration_batches(net: Deployable, request: ExportRequest) -> list:
+    """Training images of the ticket's data set (or --data), for static int8's activation
+    ranges; a clear error where there are none (dynamic int8 needs none)."""
+    from slt_deploy.data import load_dataset
+    from slt_deploy.data.base import normalise
+
+    name = request.data or net.source.get("data") or net.data.name
+    try:
+        split = load_dataset(name, request.data_dir or net.source.get("data_dir"))
+    except SltError as exc:
+        raise SltError(
+            f"static int8 calibrates on training images and {exc}; pass --data/--data-dir, "
+            "or --int8-activations dynamic"
+        ) from None
+    if tuple(split.spec.input_shape) != tuple(net.data.input_shape):
+        raise SltError(f"{name} images are not the {tuple(net.data.input_shape)} this ticket takes")
+    images = normalise(split.train_x, net.data)
+    return int8_format.calibration_batches(images, request.int8.calibration_samples)
+
+
+def _onnx_accuracy(net: Deployable, request: ExportRequest) -> dict:
+    """Test accuracy of the written ONNX (ONNX Runtime) and of the fp32 PyTorch network."""
+    from slt_deploy.data import load_dataset
+    from slt_deploy.data.base import normalise
+
+    name = request.data or net.source.get("data") or net.data.name
+    try:
+        split = load_dataset(name, request.data_dir or net.source.get("data_dir"))
+    except SltError as exc:
+        return {"accuracy_change": None, "why": str(exc)}
+    sess = onnx_format.session(request.out)
+    x, y = normalise(split.test_x, net.data), split.test_y.numpy()
+    got, expected = [], []
+    with torch.no_grad():
+        for batch in x.split(1024):
+            feed = {onnx_format.INPUT_NAME: batch.numpy()}
+            got.append(sess.run([onnx_format.OUTPUT_NAME], feed)[0].argmax(1))
+            expected.append(net.model(batch).argmax(1).numpy())
+    ours, theirs = np.concatenate(got), np.concatenate(expected)
+    return {
+        "fp32": float((theirs == y).mean()),
+        "artifact": float((ours == y).mean()),
+        "accuracy_change": float((ours == y).mean() - (theirs == y).mean()),
+        "same_predictions": float((ours == theirs).mean()),
+        "samples": len(y),
+        "data": f"{name} test split",
     }
 
 
@@ -173,7 +244,8 @@ def _trt(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict:
         structured = [is_24(m) for m in net.masks.values() if supports_24(tuple(m.shape))]
         options = replace(options, sparse=bool(structured) and all(structured))
     model, shrunk = runtime_network(net, request)
-    return {**trt_format.write(net, model, request.out, inputs, options), **shrunk}
+    calibration = calibration_batches(net, request) if options.int8 else None
+    return {**trt_format.write(net, model, request.out, inputs, options, calibration), **shrunk}
 
 
 def _accuracy_change(before: Deployable, after: Deployable, request: ExportRequest) -> dict:
@@ -249,8 +321,11 @@ def export(
     trt_options: object | None = None,
     shrink: bool = True,
     channel_multiple: int = DEFAULT_CHANNEL_MULTIPLE,
+    int8_options: int8_format.Int8Options | None = None,
 ) -> dict:
     writer = FORMATS.get(fmt)
+    int8_options = int8_options or int8_format.Int8Options()
+    int8_options.validate()
     if fmt == "trt":
         from slt_deploy.export.trt_format import import_tensorrt
 
@@ -268,6 +343,7 @@ def export(
         trt_options,
         shrink,
         channel_multiple,
+        int8_options,
     )
     net = load_deployable(source, threshold, sparsity, pattern_24=fmt == "2:4")
     inputs, described = parity_inputs(net, data, data_dir)

@@ -3,8 +3,9 @@
 Supports TensorRT 10.x (JetPack 6 ships 10.3) and 11.x. 11.x removed the precision builder
 flags (FP16, INT8): reduced precision must be in the network itself. So fp16 is done the same
 way on both: the folded model is exported as an fp16 ONNX (casts at input and output) and built
-as a strongly typed network. INT8 uses the entropy calibrator on 10.x; 11.x needs explicit
-Q/DQ quantization, which this exporter refuses with a clear message instead of faking.
+as a strongly typed network. int8 is explicit quantization on both: the QDQ ONNX of
+`onnx-int8` (symmetric int8 activations calibrated on training images, per-channel weights,
+exact for signed-constant tickets), built strongly typed on 11.x and with the INT8 flag on 10.x.
 Sparse weights are on for 2:4 tickets; the report counts the layers TensorRT found eligible
 for sparse math and the ones it picked sparse kernels for, parsed from its build log.
 
@@ -18,7 +19,6 @@ official Python API; everything around it is tested (log parsing, metadata, refu
 
 from __future__ import annotations
 
-import io
 import platform
 import re
 from dataclasses import dataclass, field
@@ -122,42 +122,60 @@ class BuildOptions:
     timing_cache: Path | None = None
 
 
-def network_onnx(model: nn.Module, input_shape: tuple[int, ...], options: BuildOptions) -> bytes:
-    """The ONNX TensorRT parses: fp16 casts in the graph for fp16, fp32 for int8 calibration."""
+def network_onnx(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    options: BuildOptions,
+    calibration: list | None = None,
+) -> tuple[bytes, dict]:
+    """The ONNX TensorRT parses and what the report says of it: fp16 casts in the graph for
+    fp16; for int8 the QDQ ONNX of `onnx-int8` (symmetric int8 activations, as TensorRT takes
+    them); fp32 otherwise."""
     from slt_deploy.export.onnx_format import fold_batchnorm, to_onnx_bytes
 
-    if options.fp16 and not options.int8:
-        return fp16_onnx(model, input_shape)
-    return to_onnx_bytes(fold_batchnorm(model), input_shape)
+    if options.int8:
+        from slt_deploy.export.int8_format import Int8Options, quantize
+
+        if calibration is None:
+            raise SltError("trt --int8 calibrates activations on training images (--data)")
+        fp32 = to_onnx_bytes(fold_batchnorm(model), input_shape)
+        return quantize(fp32, Int8Options(activation_type="int8"), calibration)
+    if options.fp16:
+        return fp16_onnx(model, input_shape), {}
+    return to_onnx_bytes(fold_batchnorm(model), input_shape), {}
 
 
 def build_engine(
     model: nn.Module,
     input_shape: tuple[int, ...],
     options: BuildOptions,
-    calibration: torch.Tensor | None = None,
+    calibration: list | None = None,
 ) -> tuple[bytes, dict]:
-    """Serialized engine bytes and the record (device, options, sparsity log)."""
-    onnx_bytes = network_onnx(model, input_shape, options)
-    return engine_from_onnx(onnx_bytes, input_shape, options, calibration)
+    """Serialized engine bytes and the record (device, options, sparsity log, int8 weights)."""
+    onnx_bytes, quantized = network_onnx(model, input_shape, options, calibration)
+    engine, record = engine_from_onnx(onnx_bytes, input_shape, options)
+    if quantized:
+        record["int8_weights"] = quantized["int8"]
+    return engine, record
+
+
+def network_flags(trt, options: BuildOptions) -> int:
+    """Strongly typed wherever precision is in the graph (fp16 casts, int8 Q/DQ) and the
+    version has the flag (10.x, 11.x); TensorRT 10 without it falls back to builder flags."""
+    if (options.fp16 or options.int8) and hasattr(
+        trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"
+    ):
+        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return 0
 
 
 def engine_from_onnx(
-    onnx_bytes: bytes,
-    input_shape: tuple[int, ...],
-    options: BuildOptions,
-    calibration: torch.Tensor | None = None,
+    onnx_bytes: bytes, input_shape: tuple[int, ...], options: BuildOptions
 ) -> tuple[bytes, dict]:
-    """Build from ONNX bytes; fp16 is strongly typed, so the graph must carry the casts."""
+    """Build from ONNX bytes; precision comes from the graph (casts or Q/DQ)."""
     from slt_deploy.export.onnx_format import INPUT_NAME
 
     trt = import_tensorrt()
-    major = major_version(trt.__version__)
-    if options.int8 and major >= 11:
-        raise SltError(
-            "int8 on TensorRT 11 needs explicit Q/DQ quantization, which slt-deploy "
-            "does not write yet; use fp16 (or TensorRT 10)"
-        )
     log = SparsityLog()
 
     class _Logger(trt.ILogger):
@@ -169,13 +187,7 @@ def engine_from_onnx(
 
     logger = _Logger()
     builder = trt.Builder(logger)
-    flags = 0
-    if (
-        options.fp16
-        and not options.int8
-        and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
-    ):
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    flags = network_flags(trt, options)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):
@@ -185,11 +197,8 @@ def engine_from_onnx(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_bytes)
     if options.sparse:
         config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
-    if options.int8:
-        config.set_flag(trt.BuilderFlag.INT8)
-        if calibration is None:
-            raise SltError("int8 needs calibration batches from the data set (--data)")
-        config.int8_calibrator = _calibrator(trt, calibration)
+    if options.int8 and not flags and hasattr(trt.BuilderFlag, "INT8"):
+        config.set_flag(trt.BuilderFlag.INT8)  # weakly typed 10.x: Q/DQ needs the flag
     profile = builder.create_optimization_profile()
     shape = tuple(input_shape)
     profile.set_shape(
@@ -220,34 +229,6 @@ def engine_from_onnx(
     return bytes(memoryview(serialized)), record
 
 
-def _calibrator(trt, batches: torch.Tensor):
-    """Entropy calibration (TensorRT 10.x) over batches of real, normalised inputs."""
-
-    class Calibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.batches = list(batches.split(32))
-            self.device = torch.empty(0)
-            self.cache = io.BytesIO()
-
-        def get_batch_size(self) -> int:
-            return 32
-
-        def get_batch(self, names):
-            if not self.batches:
-                return None
-            self.device = self.batches.pop(0).contiguous().cuda()
-            return [int(self.device.data_ptr())]
-
-        def read_calibration_cache(self):
-            return None
-
-        def write_calibration_cache(self, cache) -> None:
-            self.cache.write(bytes(cache))
-
-    return Calibrator()
-
-
 def run_engine(engine_bytes: bytes, inputs: torch.Tensor) -> torch.Tensor:
     """Logits of a serialized engine on `inputs` (fp32), through the TensorRT runtime."""
     from slt_deploy.export.onnx_format import INPUT_NAME, OUTPUT_NAME
@@ -268,12 +249,18 @@ def run_engine(engine_bytes: bytes, inputs: torch.Tensor) -> torch.Tensor:
     return out.cpu()
 
 
-def write(net, model: nn.Module, out: Path, inputs: torch.Tensor, options: BuildOptions) -> dict:
+def write(
+    net,
+    model: nn.Module,
+    out: Path,
+    inputs: torch.Tensor,
+    options: BuildOptions,
+    calibration: list | None = None,
+) -> dict:
     """An engine of `model` (export.runtime_network: a channel ticket shrunk), checked against
-    the masked network `net.model`."""
+    the masked network `net.model`; `calibration`: training batches for int8."""
     from slt_deploy.atomic import write_bytes
 
-    calibration = inputs if options.int8 else None
     engine, record = build_engine(model, tuple(net.data.input_shape), options, calibration)
     write_bytes(out, engine)
     batch = inputs[: options.max_batch]
@@ -286,4 +273,5 @@ def write(net, model: nn.Module, out: Path, inputs: torch.Tensor, options: Build
         "max_abs_diff": float((got - expected).abs().max()),
         "same_predictions": float((got.argmax(1) == expected.argmax(1)).float().mean()),
     }
-    return {"parity": parity, "engine": record}
+    quantized = record.pop("int8_weights", None)
+    return {"parity": parity, "engine": record, **({"int8": quantized} if quantized else {})}
