@@ -575,12 +575,16 @@ def report(path: Path, out: Path | None, levels: str | None, bench_files: tuple[
     "--format",
     "fmt",
     type=click.Choice(["onnx", "onnx-int8", "csr", "slt", "2:4", "trt"]),
-    required=True,
-    help="onnx: dense ONNX with the mask folded in; onnx-int8: the same quantized to int8 "
-    "(QDQ; exact weights for signed-constant tickets); csr: sparse CSR weights for "
-    "slt-deploy's sparse runtime; slt: seed + bit-packed masks (smallest); 2:4: ONNX with 2:4 "
+    help="Required unless --target gives it. onnx: dense ONNX with the mask folded in; "
+    "onnx-int8: the same quantized to int8 (QDQ; exact weights for signed-constant tickets); "
+    "csr: sparse CSR weights for slt-deploy's sparse runtime; slt: seed + bit-packed masks (smallest); 2:4: ONNX with 2:4 "
     "weights (projected if the ticket is not 2:4); trt: a TensorRT engine for this machine's "
     "GPU (needs TensorRT and CUDA).",
+)
+@click.option(
+    "--target",
+    help="A deployment profile: format, precision, sparsity pattern and batch sizes in one "
+    "(jetson-orin, x86-vnni, datacenter-gpu, or the path of your own .toml).",
 )
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Artifact to write.")
 @click.option("--threshold", type=float, help="Override τ: keep weights with ẑ > τ.")
@@ -648,9 +652,12 @@ def report(path: Path, out: Path | None, levels: str | None, bench_files: tuple[
 )
 @click.option("--force", is_flag=True, help="Replace an existing artifact.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
 def export(
+    ctx: click.Context,
     source: Path,
-    fmt: str,
+    fmt: str | None,
+    target: str | None,
     out: Path,
     threshold: float | None,
     sparsity: float | None,
@@ -676,6 +683,30 @@ def export(
     """
     from slt_deploy.export import export as run_export
 
+    profile = None
+    if target:
+        from slt_deploy.export.targets import load_target
+
+        profile = load_target(target)
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name in ("fmt", "fp16", "int8", "max_batch")
+            if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+        ]
+        if given:
+            raise SltError(
+                f"--target {target} sets format, precision and batch sizes; drop "
+                f"{', '.join(g.replace('--fmt', '--format') for g in given)} or drop --target"
+            )
+        fmt, max_batch = profile.format, profile.max_batch
+        fp16, int8 = profile.precision == "fp16", profile.precision == "int8"
+        int8_activations = int8_activations or profile.int8_activations
+        if ctx.get_parameter_source("calibration_samples") is not (
+            click.core.ParameterSource.COMMANDLINE
+        ):
+            calibration_samples = profile.calibration_samples or calibration_samples
+    if fmt is None:
+        raise SltError("pass --format (or a --target profile)")
     if out.exists() and not force:
         raise SltError(f"{out} exists; pass --force to replace it")
     trt_options = None
@@ -710,6 +741,7 @@ def export(
         shrink,
         channel_multiple,
         int8_options,
+        profile,
     )
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))

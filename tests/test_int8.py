@@ -158,3 +158,63 @@ def test_bad_int8_options_are_one_line(signed, tmp_path, args, message):
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_shipped_target_profiles_load_and_x86_vnni_exports_int8(signed, tmp_path):
+    from slt_deploy.export.targets import available, load_target
+
+    assert {"jetson-orin", "x86-vnni", "datacenter-gpu"} <= set(available())
+    orin = load_target("jetson-orin")
+    assert (orin.format, orin.precision, orin.sparsity) == ("trt", "int8", "2:4")
+    result = run_cli(
+        "export", str(signed), "--target", "x86-vnni", "--out", str(tmp_path / "t.onnx")
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "t.onnx.json").read_text())
+    assert report["format"] == "onnx-int8" and report["target"]["name"] == "x86-vnni"
+    assert report["int8"]["activation_type"] == "uint8"
+
+
+@pytest.mark.parametrize(
+    "profile,message",
+    [
+        ('format = "onnx"\nprecision = "fp32"\nspeed = "max"\n', "unknown key(s) speed"),
+        ('format = "onnx"\nprecision = "int8"\n', "format onnx carries fp32, not 'int8'"),
+        ('format = "tflite"\nprecision = "int8"\n', "format must be one of"),
+        ('format = "onnx"\nprecision = "fp32"\nbatch_sizes = [0]\n', "batch_sizes must be"),
+        ('format = "trt"\nprecision = "int8"\nint8_activations = "dynamic"\n', "not dynamic"),
+        (
+            'format = "onnx"\nprecision = "fp32"\nsparsity = "channel"\n',
+            "search with --granularity",
+        ),
+        ('format = "onnx"\nprecision = ', "is not valid TOML"),
+        ('precision = "fp32"\n', "needs 'format'"),
+    ],
+)
+def test_bad_target_profiles_are_one_line_and_write_nothing(signed, tmp_path, profile, message):
+    path = tmp_path / "mine.toml"
+    path.write_text(profile)
+    result = run_cli(
+        "export", str(signed), "--target", str(path), "--out", str(tmp_path / "x.onnx")
+    )
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_target_and_format_together_is_one_line(signed, tmp_path):
+    out = str(tmp_path / "x.onnx")
+    result = run_cli(
+        "export", str(signed), "--target", "x86-vnni", "--format", "onnx", "--out", out
+    )
+    assert result.returncode == 2 and "drop --format or drop --target" in result.stderr
+    result = run_cli("export", str(signed), "--target", "no-such-board", "--out", out)
+    assert result.returncode == 2 and "unknown target 'no-such-board'" in result.stderr
+
+
+def test_an_slt_ticket_exports_straight_to_the_same_int8_bytes(signed, tmp_path):
+    export(signed, "slt", tmp_path / "m.slt")
+    from_run = export(signed, "onnx-int8", tmp_path / "a.onnx")
+    from_slt = export(tmp_path / "m.slt", "onnx-int8", tmp_path / "b.onnx")
+    assert from_slt["sha256"] == from_run["sha256"]  # the weights come from the seed

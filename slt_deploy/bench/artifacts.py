@@ -100,7 +100,8 @@ def deployable(artifact: Artifact):
             source,
             options.get("threshold"),
             options.get("sparsity"),
-            pattern_24=report.get("format") == "2:4",
+            pattern_24=report.get("format") == "2:4"
+            or (report.get("target") or {}).get("sparsity") == "2:4",
         )
         if net.totals()[1] != report.get("weights_kept"):
             raise SltError(f"{source} no longer matches {artifact.path} (kept weights differ)")

@@ -19,6 +19,7 @@ from slt_deploy.export import csr_format, int8_format, onnx_format, slt_format
 from slt_deploy.export.network import Deployable, from_ticket
 from slt_deploy.export.report import write_report
 from slt_deploy.export.shrink import DEFAULT_CHANNEL_MULTIPLE
+from slt_deploy.export.targets import TargetProfile
 from slt_deploy.registry import Registry
 from slt_deploy.search.structure import compressed_24_bytes, is_24, supports_24
 
@@ -322,7 +323,10 @@ def export(
     shrink: bool = True,
     channel_multiple: int = DEFAULT_CHANNEL_MULTIPLE,
     int8_options: int8_format.Int8Options | None = None,
+    target: TargetProfile | None = None,
 ) -> dict:
+    """`target`: the profile behind these settings; its sparsity pattern is applied (2:4
+    projected, channel required) and it is recorded in the report."""
     writer = FORMATS.get(fmt)
     int8_options = int8_options or int8_format.Int8Options()
     int8_options.validate()
@@ -345,7 +349,13 @@ def export(
         channel_multiple,
         int8_options,
     )
-    net = load_deployable(source, threshold, sparsity, pattern_24=fmt == "2:4")
+    wants_24 = fmt == "2:4" or (target is not None and target.sparsity == "2:4")
+    net = load_deployable(source, threshold, sparsity, pattern_24=wants_24)
+    if target is not None and target.sparsity == "channel" and not net.channel_ticket:
+        raise SltError(
+            f"target {target.name} runs channel tickets (shrunk, dense kernels); search with "
+            "--granularity channel"
+        )
     inputs, described = parity_inputs(net, data, data_dir)
     fields = writer(net, request, inputs)
     parity = fields.pop("parity")
@@ -353,4 +363,6 @@ def export(
     # where the network came from, so `bench --backend torch` can rebuild it from this file
     fields["source_path"] = str(source)
     fields["mask_options"] = {"threshold": threshold, "sparsity": sparsity}
+    if target is not None:
+        fields["target"] = target.to_dict()
     return write_report(request.out, fmt, net, parity, fields)
