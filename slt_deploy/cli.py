@@ -578,8 +578,8 @@ def report(path: Path, out: Path | None, levels: str | None, bench_files: tuple[
     help="Required unless --target gives it. onnx: dense ONNX with the mask folded in; "
     "onnx-int8: the same quantized to int8 (QDQ; exact weights for signed-constant tickets); "
     "csr: sparse CSR weights for slt-deploy's sparse runtime; slt: seed + bit-packed masks "
-    "(smallest); 2:4: ONNX with 2:4 weights (projected if the ticket is not 2:4); trt: a TensorRT engine for this machine's "
-    "GPU (needs TensorRT and CUDA).",
+    "(smallest); 2:4: ONNX with 2:4 weights (projected if the ticket is not 2:4); trt: a "
+    "TensorRT engine for this machine's GPU (needs TensorRT and CUDA).",
 )
 @click.option(
     "--target",
