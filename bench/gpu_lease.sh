@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Everything this project measures on a CUDA GPU, as one script for one short lease.
 # The lent machines have 2 CPU cores, and small CIFAR networks are bound by kernel launches,
-# so the work runs in three lanes side by side (more lanes only share the two cores), each
+# so the work runs in three lanes side by side, after the deployment measurements, which go
+# first (bench/gpu_deploy.py: ORT CUDA fp32/fp16 vs torch 2:4 vs torch CSR on ViT-B/16's
+# linears, channel-shrunk ResNet-18 vs dense; ~2 minutes; there were no GPU inference numbers), (more lanes only share the two cores), each
 # lane's runs one after another, all cut off at one deadline (a cut-off run keeps its
 # per-epoch metrics.jsonl; a cut-off sweep keeps its finished cells):
 #   lane 1: the Conv-4 CIFAR-10 sweep for docs/evidence.md, continued from the cells already in
@@ -45,6 +47,16 @@ py=python3
 $py -c "from slt_deploy.data import load_dataset; print(len(load_dataset('cifar10', '$DATA').train_y), 'train images')" 2>&1 | tail -1
 
 left() { echo $((DEADLINE - SECONDS)); }
+
+# deployment first: inference numbers need minutes, not the whole lease
+deploy_start=$SECONDS
+DRY=""
+[ "$DEVICE" = cpu ] && DRY="--dry-run"
+# shellcheck disable=SC2086
+timeout 240 $py bench/gpu_deploy.py --out "$RUNS/deploy" --data "$DATA" --seconds 0.5 $DRY \
+  >"$LOGS/deploy.log" 2>&1
+echo "deploy: exit $? after $((SECONDS - deploy_start)) s"
+rm -rf "$RUNS/deploy/work"
 
 run() {  # name, then search options; cut off at the deadline
   local name=$1

@@ -1,0 +1,39 @@
+"""The GPU lease's first lane (bench/gpu_deploy.py) in its CPU dry run: a lease is too short
+to meet a broken script."""
+
+import json
+import subprocess
+
+from conftest import PYTHON, ROOT, cli_env
+
+
+def test_gpu_deploy_dry_run_measures_every_candidate_and_the_shrunk_resnet(cifar_tar, tmp_path):
+    result = subprocess.run(
+        [
+            PYTHON,
+            str(ROOT / "bench" / "gpu_deploy.py"),
+            "--out",
+            str(tmp_path),
+            "--data",
+            str(cifar_tar),
+            "--dry-run",
+            "--seconds",
+            "0.01",
+            "--layers",
+            "vit-proj,vit-mlp-block",
+        ],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads((tmp_path / "gpu_deploy.json").read_text())
+    labels = {(r["case"], r["candidate"]) for r in out["layers"]}
+    for case in ("vit-proj", "vit-mlp-block"):
+        for candidate in ("ort fp32", "torch fp32", "torch csr fp32 90%", "torch csr fp32 99%"):
+            assert (case, candidate) in labels
+    assert all("2:4 not run" in r["notes"][0] for r in out["layers"])  # CUDA only: said so
+    shrunk = [r for r in out["resnet18_channel"] if r["artifact"].endswith("r18.shrunk.onnx")]
+    assert len(shrunk) == 1 and shrunk[0]["shrunk"]["params_ratio"] < 1.0
+    assert "| resnet18 channel |" in (tmp_path / "gpu_deploy.txt").read_text()
