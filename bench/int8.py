@@ -8,7 +8,10 @@ uint8 activations: the x86-vnni profile) and CSR, and `slt_deploy.bench` times t
 interleaved in one run at batch 1/32/256 with peak memory from child processes. Ratios are
 against the first artifact of the row: the fp32 ONNX of the ticket (a dense session, zeros
 folded in); for channel tickets the *unshrunk* fp32 ONNX, so the ratio shows int8 and
-shrinking together. Accuracy: every artifact through its own runtime on the full test split.
+shrinking together. CSR is timed in a second interleaved run against the same fp32 baseline
+(its own ratio), at batch 1 only for the CIFAR convolutions (unfold + CSR matmul takes seconds
+per batch of 256; channel tickets get no CSR row: their CSR holds the unshrunk weights).
+Accuracy: every artifact through its own runtime on the full test split.
 """
 
 from __future__ import annotations
@@ -89,7 +92,9 @@ def artifacts(run: Path, work: Path, name: str, channel: bool) -> dict[str, Path
 def accuracy(path: Path, data: str) -> float:
     from slt_deploy.evaluate import evaluate_artifact
 
-    return evaluate_artifact(path, data, str(DATA_ROOT / DATA_DIRS[data]))["accuracy"]
+    # CSR convolutions unfold their input: small batches keep the columns in memory
+    batch = 100 if path.name.endswith(".csr.safetensors") else 1000
+    return evaluate_artifact(path, data, str(DATA_ROOT / DATA_DIRS[data]), batch)["accuracy"]
 
 
 def main() -> None:
@@ -115,12 +120,19 @@ def main() -> None:
         channel = fields.get("granularity") == "channel"
         run = ticket(name, fields, work, args.epochs, args.subset)
         paths = artifacts(run, work, name, channel)
-        request = BenchRequest(
-            artifacts=tuple(str(p) for p in paths.values()),
-            batch_sizes=batches,
-            policy=TimingPolicy(min_seconds=args.seconds),
-        )
-        records = bench(request)
+        policy = TimingPolicy(min_seconds=args.seconds, min_iterations=10)
+        dense = tuple(str(p) for label, p in paths.items() if label != "csr")
+        records = bench(BenchRequest(artifacts=dense, batch_sizes=batches, policy=policy))
+        if "csr" in paths:
+            # CSR convolutions go through unfold + CSR matmul (docs/export.md): seconds per
+            # batch of 256 CIFAR images, so convolutional CSR rows are batch 1 only
+            small = batches if fields["data"] == "mnist" else batches[:1]
+            request = BenchRequest(
+                artifacts=(str(paths["fp32"]), str(paths["csr"])),
+                batch_sizes=small,
+                policy=policy,
+            )
+            records += [r for r in bench(request) if r["artifact"] == str(paths["csr"])]
         accuracies = {label: accuracy(p, fields["data"]) for label, p in paths.items()}
         reports = {label: json.loads(Path(f"{p}.json").read_text()) for label, p in paths.items()}
         raw[name] = {"config": fields, "records": records, "accuracy": accuracies}
