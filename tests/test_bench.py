@@ -75,15 +75,56 @@ def test_every_backend_runs_a_ticket_with_the_same_outputs(artifacts):
     outputs = {}
     for backend in ("torch", "torch-sparse", "ort"):
         with runner_for(artifact, backend, RunnerOptions(threads=1)) as runner:
-            feed = runner.feed(4)
-            runner.infer(feed)
-            if backend == "ort":
-                outputs[backend] = runner.session.run(None, feed)[0]
-            else:
-                with torch.no_grad():
-                    outputs[backend] = runner.model(feed).numpy()
+            outputs[backend] = runner.logits(runner.feed(4))
     np.testing.assert_allclose(outputs["torch-sparse"], outputs["torch"], atol=1e-4)
     np.testing.assert_allclose(outputs["ort"], outputs["torch"], atol=1e-4)
+
+
+def _weights_held(runner) -> int:
+    """Weight and bias elements of the network a runner executes (CSR layers by their shape)."""
+    from slt_deploy.sparse import _SparseLayer
+
+    if hasattr(runner, "session"):
+        import onnx
+
+        model = onnx.load(str(runner.artifact.path))
+        floats = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
+        return sum(int(np.prod(t.dims)) for t in floats)
+    count = 0
+    for module in runner.model.modules():
+        if isinstance(module, _SparseLayer):
+            count += module.weight.shape.numel() + (
+                module.bias.numel() if module.bias is not None else 0
+            )
+        else:
+            count += sum(p.numel() for p in module.parameters(recurse=False))
+    return count
+
+
+def test_every_backend_runs_the_shrunk_network_a_channel_ticket_onnx_holds(tmp_path):
+    """A shrunk channel ticket's ONNX: torch and torch-sparse must run the shrunk network too,
+    not the full-size one rebuilt from the ticket (same outputs either way, so count weights)."""
+    run = tmp_path / "channel"
+    config = SearchConfig(
+        model="conv2",
+        model_kwargs={"width": 0.25},
+        data="digits",
+        granularity="channel",
+        target_sparsity=0.5,
+        epochs=3,
+    )
+    search(config, run, progress=False)
+    report = export(run, "onnx", tmp_path / "c.onnx")
+    assert report["shrunk"]["applied"] and report["shrunk"]["params_ratio"] < 0.9
+    artifact = inspect(tmp_path / "c.onnx")
+    outputs, held = {}, {}
+    for backend in ("ort", "torch", "torch-sparse"):
+        with runner_for(artifact, backend, RunnerOptions(threads=1)) as runner:
+            outputs[backend] = runner.logits(runner.feed(8))
+            held[backend] = _weights_held(runner)
+    assert held["torch"] == held["torch-sparse"] == held["ort"]
+    for backend in ("torch", "torch-sparse"):
+        np.testing.assert_allclose(outputs[backend], outputs["ort"], atol=1e-4, rtol=1e-4)
 
 
 def test_torch_backend_runs_an_onnx_export_through_its_recorded_source(artifacts):

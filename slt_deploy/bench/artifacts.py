@@ -80,6 +80,26 @@ def inspect(path: str | Path) -> Artifact:
     )
 
 
+def runtime_model(artifact: Artifact, net):
+    """The network the artifact holds: for a shrunk channel ticket's ONNX, the shrunk network
+    (export.runtime_network with the options its report records), so every back-end runs what
+    ONNX Runtime runs; otherwise the folded ticket network itself."""
+    report = artifact.report() or {}
+    shrunk = report.get("shrunk") or {}
+    if artifact.kind != "onnx" or not shrunk.get("applied"):
+        return net.model
+    from slt_deploy.export import ExportRequest, runtime_network
+
+    request = ExportRequest(
+        Path(report.get("source_path", "")),
+        str(report.get("format", "onnx")),
+        artifact.path,
+        shrink=True,
+        channel_multiple=int(shrunk.get("channel_multiple", 8)),
+    )
+    return runtime_network(net, request)[0]
+
+
 def deployable(artifact: Artifact):
     """The folded PyTorch network of a ticket, run directory or .slt file; of an ONNX or CSR
     export, the one its report names as the source (so torch can run what ORT runs)."""

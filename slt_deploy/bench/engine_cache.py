@@ -49,7 +49,7 @@ def engine_for(artifact, options, report: dict) -> tuple[bytes, tuple[int, ...],
     --format trt` does; otherwise the ONNX file is built as it is (fp32)."""
     from dataclasses import asdict
 
-    from slt_deploy.bench.artifacts import deployable
+    from slt_deploy.bench.artifacts import deployable, runtime_model
     from slt_deploy.export import trt_format
 
     trt = trt_format.import_tensorrt()
@@ -60,7 +60,8 @@ def engine_for(artifact, options, report: dict) -> tuple[bytes, tuple[int, ...],
     try:
         net = deployable(artifact)
         input_shape = tuple(net.data.input_shape)
-        onnx_bytes = trt_format.network_onnx(net.model, input_shape, build)
+        model = runtime_model(artifact, net)  # a shrunk channel ticket stays shrunk
+        onnx_bytes, _ = trt_format.network_onnx(model, input_shape, build)
     except SltError:
         import onnx
 

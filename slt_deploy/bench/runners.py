@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -64,7 +65,20 @@ class Runner(ABC):
         """A seeded random batch already on the device (its values do not change speed)."""
 
     @abstractmethod
-    def infer(self, feed: object) -> None: ...
+    def infer(self, feed: object) -> object:
+        """One inference; returns the output in the runtime's own form (no copy)."""
+
+    def logits(self, feed: object) -> np.ndarray:
+        """The output of one inference on the host, as float32 numpy (for checks, not timing)."""
+        out = self.infer(feed)
+        self.synchronize()
+        if isinstance(out, list):
+            out = out[0]
+        if isinstance(out, torch.Tensor):
+            return out.detach().float().cpu().numpy()
+        if hasattr(out, "numpy"):  # onnxruntime.OrtValue
+            out = out.numpy()
+        return np.asarray(out, dtype=np.float32)
 
     def synchronize(self) -> None:
         if self.options.device == "cuda":
@@ -106,10 +120,13 @@ def runner_for(artifact: Artifact, backend: str, options: RunnerOptions) -> Runn
 
 
 def _folded(artifact: Artifact):
+    """The ticket behind the artifact and the folded network its file holds (shrunk where the
+    export shrank it)."""
+    from slt_deploy.bench.artifacts import runtime_model
     from slt_deploy.export.onnx_format import fold_batchnorm
 
     net = deployable(artifact)
-    return net, fold_batchnorm(net.model).eval()
+    return net, fold_batchnorm(runtime_model(artifact, net)).eval()
 
 
 class _TorchModule(Runner):
@@ -147,12 +164,12 @@ class _TorchModule(Runner):
             self.static_output = self.model(self.static_input)
 
     @torch.no_grad()
-    def infer(self, feed: torch.Tensor) -> None:
+    def infer(self, feed: torch.Tensor) -> torch.Tensor:
         if self.graph is not None:
             self.static_input.copy_(feed)
             self.graph.replay()
-        else:
-            self.model(feed)
+            return self.static_output
+        return self.model(feed)
 
     def deactivate(self) -> None:
         self.model = None
@@ -289,11 +306,11 @@ class OrtRunner(Runner):
         binding.bind_output(self.output_name, "cuda")
         return binding
 
-    def infer(self, feed: object) -> None:
+    def infer(self, feed: object) -> object:
         if isinstance(feed, dict):
-            self.session.run([self.output_name], feed)
-        else:
-            self.session.run_with_iobinding(feed)
+            return self.session.run([self.output_name], feed)
+        self.session.run_with_iobinding(feed)
+        return feed.get_outputs()
 
     def deactivate(self) -> None:
         self.session = None
@@ -377,11 +394,12 @@ class TensorrtRunner(Runner):
         if not self.context.execute_async_v3(self.stream.cuda_stream):
             raise SltError("TensorRT failed to run the engine")
 
-    def infer(self, feed: object) -> None:
+    def infer(self, feed: object) -> torch.Tensor:
         if self.graph is not None:
             self.graph.replay()
         else:
             self._enqueue()
+        return feed[1]  # the output buffer the context writes
 
     def deactivate(self) -> None:
         self.context = self.engine = self.graph = None
