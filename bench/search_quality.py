@@ -173,6 +173,20 @@ def run_cell(args: tuple[str, dict, dict]) -> dict:
     return summary
 
 
+def print_table(results: list[dict]) -> None:
+    print("| run | val accuracy | test accuracy | sparsity | undecided | kept / total | wall s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        val = "–" if r.get("val_accuracy") is None else f"{100 * r['val_accuracy']:.2f}%"
+        undecided = r.get("undecided_gates")
+        undecided = "–" if undecided is None else f"{100 * undecided:.1f}%"
+        print(
+            f"| {r['label']} | {val} | {100 * r['test_accuracy']:.2f}% "
+            f"| {100 * r['sparsity']:.2f}% | {undecided} "
+            f"| {r['params_kept']:,} / {r['params_total']:,} | {r['wall_seconds']:.0f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="mnist")
@@ -194,7 +208,13 @@ def main() -> None:
     parser.add_argument("--subset", type=int)
     parser.add_argument("--width", type=float, help="model width multiplier (model_kwargs)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--render", type=Path, help="print the table of a saved --json file and exit"
+    )
     args = parser.parse_args()
+    if args.render:
+        print_table(json.loads(args.render.read_text()))
+        return
     base = {
         "model": args.model,
         "data": args.data,
@@ -229,17 +249,7 @@ def main() -> None:
         f"\n{args.model} on {args.data}, {args.epochs} epochs, seed {args.seed}, CPU "
         f"({os.cpu_count()} cores, {args.jobs} jobs), {time.perf_counter() - started:.0f} s\n"
     )
-    print("| run | val accuracy | test accuracy | sparsity | undecided | kept / total | wall s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for r in results:
-        val = "–" if r.get("val_accuracy") is None else f"{100 * r['val_accuracy']:.2f}%"
-        undecided = r.get("undecided_gates")
-        undecided = "–" if undecided is None else f"{100 * undecided:.1f}%"
-        print(
-            f"| {r['label']} | {val} | {100 * r['test_accuracy']:.2f}% "
-            f"| {100 * r['sparsity']:.2f}% | {undecided} "
-            f"| {r['params_kept']:,} / {r['params_total']:,} | {r['wall_seconds']:.0f} |"
-        )
+    print_table(results)
     by_label = {r["label"]: r for r in results}
     if "gates 0.90" in by_label and "edge-popup 0.90" in by_label:
         gap = by_label["gates 0.90"]["test_accuracy"] - by_label["edge-popup 0.90"]["test_accuracy"]

@@ -2,6 +2,8 @@
 
     python bench/seed_summary.py bench/results/gate_tuning/mnist_15ep_sc_lr_3seeds.json
 
+    python bench/seed_summary.py --pool seed0.json seeds12.json   # one table over both
+
 One row per cell (the label without its " sN" seed suffix): validation and test accuracy as
 mean ± standard deviation (sample, n − 1), the range of sparsity reached and the seeds counted.
 """
@@ -43,7 +45,21 @@ def summarise(results: list[dict]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", type=Path, help="--json outputs of search_quality")
+    parser.add_argument(
+        "--pool",
+        action="store_true",
+        help="one table over all files (seed 0 of a cell in one run, seeds 1, 2 in another); "
+        "a (cell, seed) pair seen twice is an error",
+    )
     args = parser.parse_args()
+    if args.pool:
+        runs = [r for path in args.results for r in json.loads(path.read_text())]
+        seen = [(re.sub(r" s\d+$", "", r["label"]), r["seed"]) for r in runs]
+        if len(set(seen)) != len(seen):
+            parser.error("a cell has the same seed twice in the pooled files")
+        print("# pooled: " + " ".join(str(path) for path in args.results))
+        print("\n".join(summarise(runs)))
+        return
     for path in args.results:
         print(f"# {path}")
         print("\n".join(summarise(json.loads(path.read_text()))))

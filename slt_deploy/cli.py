@@ -150,7 +150,10 @@ SEARCH_OPTIONS = {  # shared by `search` and `sweep`
         help="Gate family (docs/design.md, 'Method').",
     ),
     "--sigma": click.option(
-        "--sigma", type=float, default=0.5, show_default=True, help="Noise σ of stg gates."
+        "--sigma",
+        type=float,
+        help="Noise σ of stg gates [0.5; 0.25 for the default sharpened gates of a "
+        "convolutional network (conv*, resnet*, wrn*)].",
     ),
     "--sigma-final": click.option(
         "--sigma-final",

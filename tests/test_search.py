@@ -382,8 +382,33 @@ def test_preset_sits_below_recipe_and_options(tmp_path):
     defaults = tmp_path / "defaults"
     result = _cli("search", "--recipe", str(recipe), "--out", str(defaults), "--quiet")
     config = json.loads((defaults / "config.json").read_text())
-    assert (config["init"], config["temperature_final"], config["lr"]) == (
-        "signed-constant", 0.05, 0.015,
+    assert (config["init"], config["temperature_final"], config["lr"], config["sigma"]) == (
+        "signed-constant", 0.05, 0.015, 0.5,
     )  # fmt: skip
     result = _cli("search", "--preset", "nonsense", "--out", str(tmp_path / "x"))
     assert result.returncode == 2 and "nonsense" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "fields,lr,sigma",
+    [
+        ({"model": "conv4"}, 0.03, 0.25),  # sharpened gates on a CNN: faster, less noise
+        ({"model": "resnet18"}, 0.03, 0.25),
+        ({"model": "lenet-300-100"}, 0.015, 0.5),  # σ 0.25 misses high targets on MLPs
+        ({"model": "vit_tiny"}, 0.015, 0.5),
+        ({"model": "conv4", "sigma": 0.4, "lr": 0.02}, 0.02, 0.4),  # given values win
+        ({"model": "conv4", "granularity": "channel"}, 0.01, 0.5),  # not measured: unchanged
+        ({"model": "conv4", "temperature_final": 1.0}, 0.01, 0.5),  # unsharpened: as before
+    ],
+)
+def test_convolutional_networks_get_their_own_gate_defaults(fields, lr, sigma):
+    resolved = SearchConfig(data="cifar10", **fields).resolved(100)
+    assert (resolved.lr, resolved.sigma) == (lr, sigma)
+
+
+def test_presets_pin_sigma_so_they_do_not_follow_the_cnn_default():
+    from slt_deploy.search.presets import PRESETS
+
+    for name in ("paper", "gates-v1"):
+        resolved = SearchConfig(data="cifar10", model="conv4", **PRESETS.get(name)).resolved(100)
+        assert (resolved.sigma, resolved.lr, resolved.init) == (0.5, 0.01, "uniform")

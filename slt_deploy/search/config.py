@@ -51,7 +51,7 @@ class SearchConfig:
     max_steps: int | None = None
     method: str = "gates"
     gate: str = "stg"
-    sigma: float = 0.5
+    sigma: float | None = None  # stg noise; None: 0.5, 0.25 for sharpened CNN gates (methods)
     sigma_final: float | None = None  # None: σ constant; else cosine from sigma to this
     temperature_final: float | None = None  # stg sharpening, cosine t 1 → this; None: default
     sharpen_start: float = 0.5  # fraction of training before sharpening begins (t = 1 until then)
@@ -114,6 +114,7 @@ class SearchConfig:
             METHODS,
             default_init,
             default_lr,
+            default_sigma,
             default_temperature_final,
         )
 
@@ -127,6 +128,7 @@ class SearchConfig:
             init=pick(self.init, default_init(self)),
             optimizer=pick(self.optimizer, d.optimizer),
             lr=pick(self.lr, default_lr(self)),
+            sigma=pick(self.sigma, default_sigma(self)),
             momentum=pick(self.momentum, d.momentum),
             weight_decay=pick(self.weight_decay, d.weight_decay),
             scale_fan=pick(self.scale_fan, d.scale_fan),
@@ -191,7 +193,7 @@ class SearchConfig:
             raise SltError("--loss-temperature must be auto, none or learned")
         if self.noise not in ("table", "fresh"):
             raise SltError("--noise must be table or fresh")
-        if self.sigma <= 0:
+        if self.sigma is not None and self.sigma <= 0:
             raise SltError("--sigma must be > 0")
         if self.sigma_final is not None:
             if self.sigma_final <= 0:

@@ -48,6 +48,7 @@ class GateFamily(nn.Module):
     # families parametrise differently (μ in [0, 1] vs log α over several units), so one
     # rate does not suit both (docs/search.md, "Defaults").
     default_lr: float | None = None
+    default_sigma: float = GateConfig.sigma  # stg's noise when --sigma is not given
 
     def __init__(
         self, shape: tuple[int, ...], config: GateConfig, noise: NoiseTable | None = None
@@ -165,6 +166,10 @@ class StochasticGate(GateFamily):
     # measured with it and keep t = 1 and the method's 0.01.
     default_temperature_final = 0.05
     sharpened_lr = 0.015
+    # ... and on convolutional networks 0.03 with σ 0.25 (CIFAR-10 Conv-4 proxy, 3 seeds; on
+    # LeNet σ 0.25 decides the gates too early and high targets are missed)
+    cnn_lr = 0.03
+    cnn_sigma = 0.25
 
     def __init__(
         self, shape: tuple[int, ...], config: GateConfig, noise: NoiseTable | None = None

@@ -77,7 +77,7 @@ def _masked(
 def gate_config(config: SearchConfig) -> GateConfig:
     return GateConfig(
         family=config.gate,
-        sigma=config.sigma,
+        sigma=default_sigma(config) if config.sigma is None else config.sigma,
         init=config.gate_init,
         threshold=config.threshold,
         noise=config.noise,
@@ -223,11 +223,35 @@ METHODS.register("dense")(
 def sharpened_defaults(config: SearchConfig) -> bool:
     """Unstructured stg gates default to signed-constant weights, Adam 0.015 and sharpening
     (t → 0.05 from half of training), chosen on validation (docs/search.md, "The defaults since
-    issue 19"). Channel, 2:4 and hard-concrete gates were not measured so and keep uniform
-    weights, their family's rate and t = 1: with signed-constant weights a 2:4 digits search
-    missed its target by 4.5 points."""
+    issue 19"); on convolutional networks Adam 0.03 and σ 0.25 (default_sigma). Channel, 2:4
+    and hard-concrete gates were not measured so and keep uniform weights, their family's rate
+    and t = 1: with signed-constant weights a 2:4 digits search missed its target by 4.5
+    points."""
     return (
         config.method == "gates" and config.gate == "stg" and config.granularity == "unstructured"
+    )
+
+
+# Convolutional networks by registry name: their sharpened gates measured best with a faster
+# rate and less noise (docs/search.md, "Convolutional networks"); ViT and Swin are mostly Linear
+CONVOLUTIONAL = ("conv", "resnet", "wrn", "wide_resnet")
+
+
+def convolutional(config: SearchConfig) -> bool:
+    return config.model.removeprefix("timm:").startswith(CONVOLUTIONAL)
+
+
+def default_sigma(config: SearchConfig) -> float:
+    """stg's noise: the family's σ, or its CNN σ for sharpened gates on a convolutional net."""
+    family = GATES.get(config.gate)
+    cnn = sharpening(config) and convolutional(config)
+    return family.cnn_sigma if cnn else family.default_sigma
+
+
+def sharpening(config: SearchConfig) -> bool:
+    """Sharpened gates that keep their default sharpening: the rate and σ chosen with it."""
+    return sharpened_defaults(config) and (
+        config.temperature_final is None or config.temperature_final < 1.0
     )
 
 
@@ -263,10 +287,8 @@ def default_lr(config: SearchConfig) -> float:
     if config.method != "gates":
         return METHODS.get(config.method).defaults.lr
     family = GATES.get(config.gate)
-    if sharpened_defaults(config) and (
-        config.temperature_final is None or config.temperature_final < 1.0
-    ):
-        return family.sharpened_lr
+    if sharpening(config):
+        return family.cnn_lr if convolutional(config) else family.sharpened_lr
     family_lr = family.default_lr
     return METHODS.get(config.method).defaults.lr if family_lr is None else family_lr
 

@@ -15,7 +15,7 @@ from torch import nn
 from slt_deploy.data import DataSpec
 from slt_deploy.search.config import SearchConfig
 from slt_deploy.search.distributed import World, wrap
-from slt_deploy.search.methods import METHODS, Method, build_optimizer
+from slt_deploy.search.methods import METHODS, Method, build_optimizer, default_sigma
 from slt_deploy.search.sparsity import SparsityController, control_interval
 from slt_deploy.search.stats import (
     MaskState,
@@ -186,8 +186,9 @@ def cosine_anneal(
 
 
 def annealed_sigma(config: SearchConfig, step: int, total_steps: int) -> float:
-    """σ at `step`: from --sigma to --sigma-final."""
-    return cosine_anneal(config.sigma, config.sigma_final, step, total_steps)
+    """σ at `step`: from --sigma (or its default) to --sigma-final."""
+    sigma = default_sigma(config) if config.sigma is None else config.sigma
+    return cosine_anneal(sigma, config.sigma_final, step, total_steps)
 
 
 def annealed_temperature(config: SearchConfig, step: int, total_steps: int) -> float:
