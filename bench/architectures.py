@@ -40,8 +40,8 @@ def child(
     import torch
 
     from slt_deploy.data import DataSpec
+    from slt_deploy.masking.layers import masked_layers
     from slt_deploy.search.config import SearchConfig
-    from slt_deploy.search.layers import masked_layers
     from slt_deploy.search.trainer import build_trainer
 
     torch.set_num_threads(torch.get_num_threads())

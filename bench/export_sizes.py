@@ -14,7 +14,7 @@ from pathlib import Path
 
 from slt_deploy.evaluate import evaluate_artifact
 from slt_deploy.export import export
-from slt_deploy.ticket import load_ticket
+from slt_deploy.search.ticket import load_ticket
 
 
 def main() -> None:

@@ -31,7 +31,8 @@ from pathlib import Path
 from unittest import mock
 
 from slt_deploy.export import export
-from slt_deploy.search import channels, methods
+from slt_deploy.masking import channels
+from slt_deploy.search import methods
 from slt_deploy.search.config import SearchConfig
 from slt_deploy.search.loop import search
 

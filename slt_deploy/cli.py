@@ -972,8 +972,8 @@ def bench(
 @click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON.")
 def info(path: Path, as_json: bool) -> None:
     """Show what a ticket (or a run directory's ticket) holds."""
+    from slt_deploy.search.ticket import load_ticket, read_metadata, resolve_ticket_path
     from slt_deploy.summary import print_ticket_info
-    from slt_deploy.ticket import load_ticket, read_metadata, resolve_ticket_path
 
     ticket_path = resolve_ticket_path(path)
     load_ticket(ticket_path)  # checks the seal: a damaged ticket is not shown as if it were fine

@@ -35,7 +35,7 @@ def _predictor(path: Path) -> tuple[callable, DataSpec | None, str]:
 
         model, spec, _ = load(path)
         return _torch_predictor(model), spec, "torch.sparse (CSR)"
-    from slt_deploy.ticket import build_model, load_ticket
+    from slt_deploy.search.ticket import build_model, load_ticket
 
     ticket = load_ticket(path)
     return _torch_predictor(build_model(ticket)), ticket.data, "torch (ticket)"

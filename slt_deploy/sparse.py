@@ -116,19 +116,13 @@ def sparse_layer(
     )
 
 
-def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
-
 def sparsify_(model: nn.Module, names: list[str]) -> nn.Module:
     """Swap the named plain Linear/Conv2d layers of a folded network for their CSR twins."""
     for name in names:
         dense = model.get_submodule(name)
         bias = None if dense.bias is None else dense.bias.detach()
         parts = csr_from_dense(dense.weight.detach())
-        replace_module(model, name, sparse_layer(dense, parts, bias))
+        model.set_submodule(name, sparse_layer(dense, parts, bias))
     return model
 
 

@@ -11,9 +11,9 @@ from slt_deploy.data.base import DataSpec
 from slt_deploy.errors import SltError
 from slt_deploy.evaluate import evaluate_artifact
 from slt_deploy.export import export
+from slt_deploy.masking.layers import masked_layers
 from slt_deploy.models import ModelSpec, create_model
 from slt_deploy.search.config import SearchConfig, load_recipe
-from slt_deploy.search.layers import masked_layers
 from slt_deploy.search.loop import search
 from slt_deploy.search.methods import METHODS, init_spec
 
@@ -54,7 +54,7 @@ def test_exported_onnx_gives_the_searched_accuracy(model, cifar_tar, tmp_path):
 
 def _prepared(model: str, config: SearchConfig | None = None):
     config = config or SearchConfig(model=model, data="cifar10", target_sparsity=0.5)
-    from slt_deploy.ticket import build_search_model
+    from slt_deploy.search.ticket import build_search_model
 
     return build_search_model(config, CIFAR)
 

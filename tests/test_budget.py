@@ -6,6 +6,7 @@ import torch
 from slt_deploy.data import DataSpec
 from slt_deploy.search.budget import meet_target_, unstructured_gates
 from slt_deploy.search.config import SearchConfig
+from slt_deploy.search.defaults import resolve
 from slt_deploy.search.trainer import build_trainer
 
 SPEC = DataSpec("digits", (1, 8, 8), 10, (0.0,), (1.0,))
@@ -13,7 +14,7 @@ SPEC = DataSpec("digits", (1, 8, 8), 10, (0.0,), (1.0,))
 
 def _model(gate: str, centre: float) -> torch.nn.Module:
     config = SearchConfig(data="digits", gate=gate, target_sparsity=0.8)
-    model = build_trainer(config.resolved(10), SPEC, 10, torch.device("cpu")).model
+    model = build_trainer(resolve(config, 10), SPEC, 10, torch.device("cpu")).model
     generator = torch.Generator().manual_seed(0)
     for g in unstructured_gates(model):  # spread around the threshold, exact ties mixed in
         values = centre + torch.randn(g.parameter.shape, generator=generator)

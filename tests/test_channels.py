@@ -12,9 +12,9 @@ from slt_deploy.data.base import DataSpec
 from slt_deploy.evaluate import evaluate_artifact
 from slt_deploy.export import export
 from slt_deploy.export.network import from_ticket
-from slt_deploy.export.shrink import measure, shrink
+from slt_deploy.masking.channels import channel_plan
+from slt_deploy.masking.shrink import measure, shrink
 from slt_deploy.models import ModelSpec, create_model
-from slt_deploy.search.channels import channel_plan
 from slt_deploy.search.config import SearchConfig
 from slt_deploy.search.loop import search
 from slt_deploy.search.stats import (
@@ -23,7 +23,7 @@ from slt_deploy.search.stats import (
     channel_sources,
     structured_sparsity,
 )
-from slt_deploy.ticket import build_model, load_ticket
+from slt_deploy.search.ticket import build_model, load_ticket
 
 DIGITS = (1, 8, 8)
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from slt_deploy.search.gates import GATES, GateConfig, HardConcreteGate, StochasticGate
+from slt_deploy.masking.gates import GATES, GateConfig, HardConcreteGate, StochasticGate
+from slt_deploy.search.defaults import resolve
 
 
 def test_stg_formulas_match_design():
@@ -57,7 +58,7 @@ def test_registry_knows_both_families():
 
 
 def test_compiled_kernels_match_the_eager_maths():
-    from slt_deploy.search.kernels import EAGER, compiled
+    from slt_deploy.masking.kernels import EAGER, compiled
 
     generator = torch.Generator().manual_seed(0)
     grad, weight, mean = (torch.randn(1000, generator=generator) for _ in range(3))
@@ -98,14 +99,14 @@ def test_each_gate_family_has_its_own_default_learning_rate():
 
     # hard-concrete's log α moves over several units where stg's μ moves within [0, 1]:
     # Adam 0.01 left it 3 points behind 0.03 (docs/search.md, "Defaults")
-    assert SearchConfig(gate="hard-concrete").resolved(10).lr == 0.03
+    assert resolve(SearchConfig(gate="hard-concrete"), 10).lr == 0.03
     # sharpened unstructured stg gates (the default) learn at 0.015; at t = 1 and on channel
     # or 2:4 gates, where sharpening was not measured, stg keeps 0.01
-    assert SearchConfig(gate="stg").resolved(10).lr == 0.015
-    assert SearchConfig(gate="stg", temperature_final=1.0).resolved(10).lr == 0.01
-    assert SearchConfig(gate="stg", granularity="2:4").resolved(10).lr == 0.01
-    assert SearchConfig(gate="hard-concrete", lr=0.005).resolved(10).lr == 0.005
-    assert SearchConfig(method="edge-popup", gate="hard-concrete").resolved(10).lr == 0.1
+    assert resolve(SearchConfig(gate="stg"), 10).lr == 0.015
+    assert resolve(SearchConfig(gate="stg", temperature_final=1.0), 10).lr == 0.01
+    assert resolve(SearchConfig(gate="stg", granularity="2:4"), 10).lr == 0.01
+    assert resolve(SearchConfig(gate="hard-concrete", lr=0.005), 10).lr == 0.005
+    assert resolve(SearchConfig(method="edge-popup", gate="hard-concrete"), 10).lr == 0.1
 
 
 def test_sharpened_stg_keeps_the_mask_and_its_open_probability_matches_monte_carlo():

@@ -3,15 +3,10 @@ import torch
 from torch import nn
 
 from slt_deploy.init import InitSpec, frozen_weight
-from slt_deploy.search.gates import GateConfig, HardConcreteGate, StochasticGate
-from slt_deploy.search.layers import (
-    EdgePopupScores,
-    GateSource,
-    MaskedConv2d,
-    MaskedLinear,
-    gate_,
-    normalisation_,
-)
+from slt_deploy.masking.gates import GateConfig, HardConcreteGate, StochasticGate
+from slt_deploy.masking.layers import MaskedConv2d, MaskedLinear
+from slt_deploy.masking.sources import EdgePopupScores, GateSource
+from slt_deploy.masking.surgery import gate_, normalisation_
 from slt_deploy.search.trainer import to_channels_last
 
 

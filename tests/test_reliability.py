@@ -22,6 +22,7 @@ from slt_deploy.checkpoint import load_checkpoint
 from slt_deploy.errors import SltError
 from slt_deploy.search import trainer as trainer_module
 from slt_deploy.search.config import SearchConfig
+from slt_deploy.search.defaults import resolve
 from slt_deploy.search.loop import search
 
 ARGS = ("search", "--data", "digits", "--epochs", "6", "--target-sparsity", "0.8", "--seed",
@@ -285,7 +286,7 @@ def test_gradient_check_is_exact_for_nan_inf_and_huge_finite_values():
     from slt_deploy.search.trainer import build_trainer
 
     spec = DataSpec("digits", (1, 8, 8), 10, (0.0,), (1.0,))
-    config = SearchConfig(data="digits", target_sparsity=0.8).resolved(10)
+    config = resolve(SearchConfig(data="digits", target_sparsity=0.8), 10)
     trainer = build_trainer(config, spec, 10, torch.device("cpu"))
     params = [p for p in trainer.trainable if p.numel() > 1]  # gates (not the temperature)
     loss = torch.tensor(1.0)

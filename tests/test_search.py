@@ -13,8 +13,9 @@ from conftest import PYTHON, cli_env, run_cli
 
 from slt_deploy.data import load_dataset
 from slt_deploy.search.config import SearchConfig
+from slt_deploy.search.defaults import resolve
 from slt_deploy.search.loop import evaluate, search
-from slt_deploy.ticket import build_model, load_ticket
+from slt_deploy.search.ticket import build_model, load_ticket
 
 SUMMARY_KEYS = {
     "test_accuracy",
@@ -136,7 +137,7 @@ def test_annealed_sigma_moves_every_gate_and_the_run_meets_its_target(tmp_path):
     assert annealed_sigma(config, 0, 100) == pytest.approx(0.5)
     assert annealed_sigma(config, 50, 100) == pytest.approx(0.3)
     assert annealed_sigma(config, 100, 100) == pytest.approx(0.1)
-    trainer = build_trainer(config.resolved(10), DataSpec("digits", (1, 8, 8), 10, (0.0,), (1.0,)),
+    trainer = build_trainer(resolve(config, 10), DataSpec("digits", (1, 8, 8), 10, (0.0,), (1.0,)),
                             10, torch.device("cpu"))  # fmt: skip
     x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
     trainer.step(x, y, 5)
@@ -157,7 +158,7 @@ def test_temperature_anneals_every_stg_gate(tmp_path):
     assert annealed_temperature(config, 0, 100) == pytest.approx(1.0)
     assert annealed_temperature(config, 50, 100) == pytest.approx(0.55)
     assert annealed_temperature(config, 100, 100) == pytest.approx(0.1)
-    trainer = build_trainer(config.resolved(10), DataSpec("digits", (1, 8, 8), 10, (0.0,), (1.0,)),
+    trainer = build_trainer(resolve(config, 10), DataSpec("digits", (1, 8, 8), 10, (0.0,), (1.0,)),
                             10, torch.device("cpu"))  # fmt: skip
     trainer.step(torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,)), 5)
     temperatures = [g.temperature for g in gate_families(trainer.model)]
@@ -402,7 +403,7 @@ def test_preset_sits_below_recipe_and_options(tmp_path):
     ],
 )
 def test_convolutional_networks_get_their_own_gate_defaults(fields, lr, sigma):
-    resolved = SearchConfig(data="cifar10", **fields).resolved(100)
+    resolved = resolve(SearchConfig(data="cifar10", **fields), 100)
     assert (resolved.lr, resolved.sigma) == (lr, sigma)
 
 
@@ -410,5 +411,5 @@ def test_presets_pin_sigma_so_they_do_not_follow_the_cnn_default():
     from slt_deploy.search.presets import PRESETS
 
     for name in ("paper", "gates-v1"):
-        resolved = SearchConfig(data="cifar10", model="conv4", **PRESETS.get(name)).resolved(100)
+        resolved = resolve(SearchConfig(data="cifar10", model="conv4", **PRESETS.get(name)), 100)
         assert (resolved.sigma, resolved.lr, resolved.init) == (0.5, 0.01, "uniform")

@@ -7,9 +7,9 @@ import torch
 
 from slt_deploy.errors import SltError
 from slt_deploy.export import export
+from slt_deploy.masking.structure import compress_24, is_24, keep_top2_of_4
 from slt_deploy.search.config import SearchConfig
 from slt_deploy.search.loop import search
-from slt_deploy.search.structure import compress_24, is_24, keep_top2_of_4
 
 
 def test_top2_of_4_groups_run_along_input_channels():

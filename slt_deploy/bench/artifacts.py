@@ -24,7 +24,7 @@ class Artifact:
     def nbytes(self) -> int:
         """Bytes a device must store: the file itself (a run directory's ticket)."""
         if self.kind == "ticket" and self.path.is_dir():
-            from slt_deploy.ticket import resolve_ticket_path
+            from slt_deploy.search.ticket import resolve_ticket_path
 
             return resolve_ticket_path(self.path).stat().st_size
         return self.path.stat().st_size

@@ -85,7 +85,7 @@ def _files_to_copy(path: str, index: int) -> list[tuple[Path, str]]:
     artifact = inspect(path)
     local = artifact.path
     if artifact.kind == "ticket" and local.is_dir():
-        from slt_deploy.ticket import resolve_ticket_path
+        from slt_deploy.search.ticket import resolve_ticket_path
 
         local = resolve_ticket_path(local)
     name = f"{index}-{SAFE_NAME.sub('_', local.name)}"

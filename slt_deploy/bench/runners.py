@@ -202,7 +202,7 @@ class TorchSparseRunner(_TorchModule):
     kinds = ("csr", "ticket", "slt", "onnx")
 
     def _load(self) -> None:
-        from slt_deploy.search.structure import is_24, supports_24
+        from slt_deploy.masking.structure import is_24, supports_24
         from slt_deploy.sparse import move_sparse_, sparsify_
 
         if self.artifact.kind == "csr" and self.options.device == "cpu":

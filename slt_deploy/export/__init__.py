@@ -18,10 +18,10 @@ from slt_deploy.errors import SltError
 from slt_deploy.export import csr_format, int8_format, onnx_format, slt_format
 from slt_deploy.export.network import Deployable, from_ticket
 from slt_deploy.export.report import write_report
-from slt_deploy.export.shrink import DEFAULT_CHANNEL_MULTIPLE
 from slt_deploy.export.targets import TargetProfile
+from slt_deploy.masking.shrink import DEFAULT_CHANNEL_MULTIPLE
+from slt_deploy.masking.structure import compressed_24_bytes, is_24, supports_24
 from slt_deploy.registry import Registry
-from slt_deploy.search.structure import compressed_24_bytes, is_24, supports_24
 
 PARITY_SAMPLES = 256
 
@@ -73,11 +73,11 @@ def _onnx(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict
 
 def runtime_network(net: Deployable, request: ExportRequest) -> tuple[torch.nn.Module, dict]:
     """The network a dense runtime (ONNX, TensorRT) gets, shrunk once, and the report of what
-    shrinking removed: a channel ticket's closed channels gone (export/shrink.py; kept counts
+    shrinking removed: a channel ticket's closed channels gone (masking/shrink.py; kept counts
     rounded up to `channel_multiple`) unless --no-shrink; any other ticket as folded."""
     if not net.channel_ticket:
         return net.model, {}
-    from slt_deploy.export.shrink import measure, shrink
+    from slt_deploy.masking.shrink import measure, shrink
 
     shape = tuple(net.data.input_shape)
     if request.shrink:
@@ -280,7 +280,7 @@ def load_deployable(
 ) -> Deployable:
     """A run directory, a ticket (.safetensors) or an .slt file; `pattern_24` projects a
     ticket's mask to 2:4 where it is not."""
-    from slt_deploy.ticket import load_ticket
+    from slt_deploy.search.ticket import load_ticket
 
     source = Path(source)
     if source.is_file() and source.suffix == ".slt":

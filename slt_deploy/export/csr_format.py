@@ -16,9 +16,9 @@ from slt_deploy.errors import SltError
 from slt_deploy.export.network import Deployable
 from slt_deploy.headers import safetensors_header, seal, verify_seal
 from slt_deploy.init import InitSpec
+from slt_deploy.masking.surgery import gateable, normalisation_
 from slt_deploy.models import ModelSpec, create_model
-from slt_deploy.search.layers import gateable, normalisation_
-from slt_deploy.sparse import csr_from_dense, replace_module, sparse_layer
+from slt_deploy.sparse import csr_from_dense, sparse_layer
 
 CSR_FORMAT = "slt-deploy/csr"
 CSR_VERSION = 2  # 2: sealed with a SHA-256 of header and tensors
@@ -77,7 +77,7 @@ def load(path: str | Path) -> tuple[nn.Module, DataSpec, dict]:
             parts = {p: tensors[f"csr.{name}.{p}"] for p in PARTS}
         except KeyError:
             raise SltError(f"{path}: CSR tensors of {name!r} are missing") from None
-        replace_module(model, name, sparse_layer(dense, parts, extra.pop(f"{name}.bias", None)))
+        model.set_submodule(name, sparse_layer(dense, parts, extra.pop(f"{name}.bias", None)))
     try:
         model.load_state_dict(extra, strict=True, assign=True)
     except RuntimeError as exc:

@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from slt_deploy.errors import SltError
-from slt_deploy.search.layers import GateSource, masked_layers
-from slt_deploy.search.structure import is_24, keep_top2_of_4, supports_24
+from slt_deploy.masking.layers import masked_layers
+from slt_deploy.masking.sources import GateSource
+from slt_deploy.masking.structure import is_24, keep_top2_of_4, supports_24
 
 
 @torch.no_grad()

@@ -6,7 +6,6 @@ rebuilt from an `.slt` file (seed + masks), so every artifact computes the same 
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -16,17 +15,10 @@ from slt_deploy.data.base import DataSpec
 from slt_deploy.errors import SltError
 from slt_deploy.export.masks import binary_masks, gate_scores, project_24
 from slt_deploy.init import InitSpec, frozen_weight
+from slt_deploy.masking.fold import fold
+from slt_deploy.masking.surgery import gateable, normalisation_
 from slt_deploy.models import ModelSpec, create_model
-from slt_deploy.search.layers import (
-    InputGateHook,
-    MaskedConv2d,
-    MaskedLayer,
-    gateable,
-    masked_layers,
-    normalisation_,
-    remove_channel_hooks_,
-)
-from slt_deploy.ticket import Ticket, build_model
+from slt_deploy.search.ticket import Ticket, build_model
 
 
 @dataclass
@@ -62,62 +54,6 @@ class Deployable:
         return {
             k: v.detach().contiguous() for k, v in self.model.state_dict().items() if k not in gated
         }
-
-
-def _plain_layer(layer: MaskedLayer, weight: torch.Tensor) -> nn.Module:
-    out_features, in_features = weight.shape[0], weight.shape[1]
-    if isinstance(layer, MaskedConv2d):
-        plain: nn.Module = nn.Conv2d(
-            in_features * layer.groups,
-            out_features,
-            weight.shape[2:],
-            stride=layer.stride,
-            padding=layer.padding,
-            dilation=layer.dilation,
-            groups=layer.groups,
-            bias=layer.bias is not None,
-        )
-    else:
-        plain = nn.Linear(in_features, out_features, bias=layer.bias is not None)
-    plain.weight = nn.Parameter(weight, requires_grad=False)
-    if layer.bias is not None:
-        plain.bias = nn.Parameter(layer.bias.detach().clone(), requires_grad=False)
-    return plain
-
-
-@torch.no_grad()
-def _silence_closed_channels_(model: nn.Module) -> None:
-    """Channel tickets: the gate that zeroed a closed channel after its BatchNorm is taken
-    off, so the channel's bias and BN shift are zeroed instead (its weight row is masked):
-    its output stays exactly zero, the same function without the gate."""
-    for module_name, hook in remove_channel_hooks_(model):
-        if isinstance(hook, InputGateHook):
-            continue  # input features: their weight columns are masked, nothing else reads them
-        closed = ~hook.source.row_mask()
-        producer = model.get_submodule(hook.producer)
-        if producer.bias is not None:
-            producer.bias[closed] = 0.0
-        module = model.get_submodule(module_name)
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.running_mean[closed] = 0.0
-            if module.affine:
-                module.bias[closed] = 0.0
-
-
-def fold(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
-    """A copy of a masked model with every masked layer replaced by a plain one (W ⊙ B)."""
-    plain = copy.deepcopy(model).eval()
-    _silence_closed_channels_(plain)
-    for name, layer in list(masked_layers(plain)):
-        weight = layer.frozen_weight * masks[name].to(layer.frozen_weight.dtype)
-        parent_name, _, child = name.rpartition(".")
-        parent = plain.get_submodule(parent_name) if parent_name else plain
-        setattr(parent, child, _plain_layer(layer, weight))
-    for param in plain.parameters():
-        param.requires_grad_(False)
-    # eval() again: the new layers start in training mode, and torch.fx's conv-BN fusion skips
-    # training-mode layers (the .slt rebuild then exported different bytes: measured)
-    return plain.eval()
 
 
 def from_ticket(

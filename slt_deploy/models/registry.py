@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from torch import nn
 
@@ -34,16 +35,15 @@ def register_model(name: str) -> Callable[[Builder], Builder]:
     return MODELS.register(name)
 
 
-TIMM_PREFIX = "timm:"
+# Families of models named by a prefix ("timm:resnet50"): prefix -> builder taking the rest of
+# the name first. models/timm_nets.py registers "timm:" (the registry never imports it).
+PREFIXES: dict[str, Callable[..., nn.Module]] = {}
 
 
 def _builder(name: str) -> Builder:
-    if name.startswith(TIMM_PREFIX):  # any timm model, by its timm name
-        from functools import partial
-
-        from slt_deploy.models.timm_nets import build_timm
-
-        return partial(build_timm, name[len(TIMM_PREFIX) :])
+    for prefix, build in PREFIXES.items():
+        if name.startswith(prefix):
+            return partial(build, name[len(prefix) :])
     return MODELS.get(name)
 
 

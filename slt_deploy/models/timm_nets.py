@@ -19,7 +19,7 @@ from collections import OrderedDict
 from torch import nn
 
 from slt_deploy.errors import SltError
-from slt_deploy.models.registry import register_model
+from slt_deploy.models.registry import PREFIXES, register_model
 
 SMALL_INPUT = 64  # px: at or below this, models get the CIFAR-resolution settings
 
@@ -112,3 +112,4 @@ def _alias_builder(alias: str):
 
 for _alias in ALIASES:
     register_model(_alias)(_alias_builder(_alias))
+PREFIXES["timm:"] = build_timm  # any timm model, by its timm name

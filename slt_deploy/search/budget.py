@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from slt_deploy.search.layers import GateSource, masked_layers
+from slt_deploy.masking.layers import masked_layers
+from slt_deploy.masking.sources import GateSource
 
 # How far across the threshold a moved gate is placed: far enough to survive float rounding in
 # ẑ = clip(τ + (μ − τ)/t) at any temperature ≥ 0.01, near enough to stay the weakest gate.

@@ -4,11 +4,12 @@ dataclass, so a run directory's config replays the run exactly."""
 from __future__ import annotations
 
 import tomllib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from slt_deploy.errors import SltError
 
+METHOD_NAMES = ("gates", "edge-popup", "dense")  # search/methods.py registers each
 GRANULARITIES = ("unstructured", "2:4", "channel", "channel+unstructured")
 COSTS = ("weights", "flops")
 TARGET_SCOPES = ("all", "structure")
@@ -105,39 +106,6 @@ class SearchConfig:
                 )
         return cls(**data)
 
-    def resolved(self, total_steps: int) -> SearchConfig:
-        """Every default made explicit, so the recorded config (run directory, ticket) replays
-        the run even after the tool's defaults change (a ticket that said `init: null` would
-        regenerate other weights under a new default). Compiling the gate kernels costs
-        ~10-15 s once, so by default it is on only for long runs."""
-        from slt_deploy.search.methods import (
-            METHODS,
-            default_init,
-            default_lr,
-            default_sigma,
-            default_temperature_final,
-        )
-
-        d = METHODS.get(self.method).defaults
-        pick = lambda value, default: default if value is None else value  # noqa: E731
-        temperature = self.loss_temperature
-        if temperature == "auto":
-            temperature = "none" if self.method == "dense" else "learned"
-        return replace(
-            self,
-            init=pick(self.init, default_init(self)),
-            optimizer=pick(self.optimizer, d.optimizer),
-            lr=pick(self.lr, default_lr(self)),
-            sigma=pick(self.sigma, default_sigma(self)),
-            momentum=pick(self.momentum, d.momentum),
-            weight_decay=pick(self.weight_decay, d.weight_decay),
-            scale_fan=pick(self.scale_fan, d.scale_fan),
-            loss_temperature=temperature,
-            temperature_final=pick(self.temperature_final, default_temperature_final(self)),
-            compile=pick(self.compile, total_steps >= COMPILE_MIN_STEPS),
-            init_gain=pick(self.init_gain, 2.0**0.5),
-        )
-
     def replay_key(self) -> dict:
         """The settings that must match for a checkpoint to be resumed (all that can change
         the result: not what happens on a NaN, which a resumed run may choose anew)."""
@@ -146,10 +114,11 @@ class SearchConfig:
         return key
 
     def validate(self) -> SearchConfig:
-        from slt_deploy.search.gates import GATES
-        from slt_deploy.search.methods import METHODS
+        from slt_deploy.masking.gates import GATES
 
-        METHODS.get(self.method)
+        if self.method not in METHOD_NAMES:
+            known = ", ".join(sorted(METHOD_NAMES))
+            raise SltError(f"unknown method {self.method!r}; known: {known}")
         GATES.get(self.gate)
         if self.target_sparsity is not None and not 0.0 < self.target_sparsity < 1.0:
             raise SltError(f"--target-sparsity must lie in (0, 1), got {self.target_sparsity}")

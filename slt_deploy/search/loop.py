@@ -17,11 +17,12 @@ from slt_deploy.checkpoint import load_checkpoint, save_checkpoint
 from slt_deploy.data import DataSplit, load_dataset
 from slt_deploy.data.base import normalise, steps_per_epoch, train_batches
 from slt_deploy.errors import SltError
+from slt_deploy.masking.layers import gate_families, masked_layers
 from slt_deploy.search import budget, rundir
 from slt_deploy.search.batchnorm import recalibrate_batchnorm_
 from slt_deploy.search.config import SearchConfig
+from slt_deploy.search.defaults import resolve
 from slt_deploy.search.distributed import World, close_world, init_world
-from slt_deploy.search.layers import gate_families, masked_layers
 from slt_deploy.search.sparsity import SparsityController
 from slt_deploy.search.stats import (
     gate_histogram,
@@ -30,8 +31,14 @@ from slt_deploy.search.stats import (
     structured_sparsity,
     totals,
 )
+from slt_deploy.search.ticket import (
+    TICKET_FILE,
+    Ticket,
+    model_checksum,
+    save_ticket,
+    ticket_tensors,
+)
 from slt_deploy.search.trainer import NonFiniteError, Trainer, build_trainer
-from slt_deploy.ticket import TICKET_FILE, Ticket, model_checksum, save_ticket, ticket_tensors
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CONFIG_FILE = "config.json"
@@ -190,7 +197,7 @@ def _search(
     total_steps = config.epochs * steps_per_epoch(data, config.batch_size)
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-    config = config.resolved(total_steps)
+    config = resolve(config, total_steps)
     trainer = build_trainer(config, data.spec, total_steps, device, world)  # errors before writes
     if world.distributed:
         world.check_same_weights(model_checksum(trainer.model), device)
@@ -414,8 +421,8 @@ def _shrunk_summary(
 ) -> dict:
     """Channel tickets: the physically smaller network the export writes, its size and its
     own test accuracy (it must predict what the masked network predicts)."""
-    from slt_deploy.export.network import fold
-    from slt_deploy.export.shrink import measure, shrink
+    from slt_deploy.masking.fold import fold
+    from slt_deploy.masking.shrink import measure, shrink
 
     masks = {name: layer.mask_source.binary_mask() for name, layer in masked_layers(model)}
     plain = fold(model, masks).cpu()

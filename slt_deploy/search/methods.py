@@ -12,18 +12,12 @@ from torch import nn
 
 from slt_deploy.errors import SltError
 from slt_deploy.init import RELU_GAIN, InitSpec
-from slt_deploy.registry import Registry
-from slt_deploy.search.channels import channel_plan
-from slt_deploy.search.config import SearchConfig
-from slt_deploy.search.gates import GATES, GateConfig, NoiseTable
-from slt_deploy.search.layers import (
-    ChannelGateHook,
-    ChannelSource,
-    EdgePopupScores,
-    GateSource,
-    HeadGateHook,
-    InputGateHook,
-    MaskSource,
+from slt_deploy.masking.channels import channel_plan
+from slt_deploy.masking.gates import GATES, GateConfig, NoiseTable
+from slt_deploy.masking.hooks import ChannelGateHook, HeadGateHook, InputGateHook
+from slt_deploy.masking.sources import ChannelSource, EdgePopupScores, GateSource, MaskSource
+from slt_deploy.masking.structure import supports_24
+from slt_deploy.masking.surgery import (
     SourceFactory,
     freeze_all_but_masks_,
     gate_,
@@ -31,17 +25,15 @@ from slt_deploy.search.layers import (
     init_dense_,
     normalisation_,
 )
-from slt_deploy.search.structure import supports_24
-
-
-@dataclass(frozen=True)
-class Defaults:
-    init: str
-    optimizer: str
-    lr: float
-    momentum: float
-    weight_decay: float
-    scale_fan: bool = False
+from slt_deploy.registry import Registry
+from slt_deploy.search.config import SearchConfig
+from slt_deploy.search.defaults import (
+    METHOD_DEFAULTS,
+    Defaults,
+    default_init,
+    default_lr,
+    default_sigma,
+)
 
 
 @dataclass(frozen=True)
@@ -201,71 +193,11 @@ def prepare_channel_gates(
     return freeze_all_but_masks_(model, config.affine_bn)
 
 
-# Each default is the best of bench/search_quality.py's grids (docs/search.md, "Defaults").
-METHODS.register("gates")(
-    # unstructured stg gates have measured defaults of their own: sharpened_defaults()
-    GatesMethod("gates", Defaults("uniform", "adam", 0.01, 0.0, 0.0), penalised=True)
-)
+METHODS.register("gates")(GatesMethod("gates", METHOD_DEFAULTS["gates"], penalised=True))
 METHODS.register("edge-popup")(
-    EdgePopupMethod(
-        "edge-popup",
-        Defaults("signed-constant", "sgd", 0.1, 0.9, 1e-4, scale_fan=False),
-        penalised=False,
-    )
+    EdgePopupMethod("edge-popup", METHOD_DEFAULTS["edge-popup"], penalised=False)
 )
-METHODS.register("dense")(
-    # Adam, not SGD 0.05: equal on LeNet (98.40% vs 98.34%), and SGD 0.05 diverged on Conv-4/6
-    # CIFAR-10 (loss 15, then every ReLU dead at chance; docs/search.md, "Defaults")
-    DenseMethod("dense", Defaults("kaiming-normal", "adam", 0.001, 0.0, 0.0), penalised=False)
-)
-
-
-def sharpened_defaults(config: SearchConfig) -> bool:
-    """Unstructured stg gates default to signed-constant weights, Adam 0.015 and sharpening
-    (t → 0.05 from half of training), chosen on validation (docs/search.md, "The defaults since
-    issue 19"); on convolutional networks Adam 0.03 and σ 0.25 (default_sigma). Channel, 2:4
-    and hard-concrete gates were not measured so and keep uniform weights, their family's rate
-    and t = 1: with signed-constant weights a 2:4 digits search missed its target by 4.5
-    points."""
-    return (
-        config.method == "gates" and config.gate == "stg" and config.granularity == "unstructured"
-    )
-
-
-# Convolutional networks by registry name: their sharpened gates measured best with a faster
-# rate and less noise (docs/search.md, "Convolutional networks"); ViT and Swin are mostly Linear
-CONVOLUTIONAL = ("conv", "resnet", "wrn", "wide_resnet")
-
-
-def convolutional(config: SearchConfig) -> bool:
-    return config.model.removeprefix("timm:").startswith(CONVOLUTIONAL)
-
-
-def default_sigma(config: SearchConfig) -> float:
-    """stg's noise: the family's σ, or its CNN σ for sharpened gates on a convolutional net."""
-    family = GATES.get(config.gate)
-    cnn = sharpening(config) and convolutional(config)
-    return family.cnn_sigma if cnn else family.default_sigma
-
-
-def sharpening(config: SearchConfig) -> bool:
-    """Sharpened gates that keep their default sharpening: the rate and σ chosen with it."""
-    return sharpened_defaults(config) and (
-        config.temperature_final is None or config.temperature_final < 1.0
-    )
-
-
-def default_init(config: SearchConfig) -> str:
-    return (
-        "signed-constant"
-        if sharpened_defaults(config)
-        else METHODS.get(config.method).defaults.init
-    )
-
-
-def default_temperature_final(config: SearchConfig) -> float | None:
-    """Sharpening where it was measured; elsewhere None (t = 1, no temperature)."""
-    return GATES.get(config.gate).default_temperature_final if sharpened_defaults(config) else None
+METHODS.register("dense")(DenseMethod("dense", METHOD_DEFAULTS["dense"], penalised=False))
 
 
 def init_spec(config: SearchConfig) -> InitSpec:
@@ -279,18 +211,6 @@ def init_spec(config: SearchConfig) -> InitSpec:
         gain=RELU_GAIN if config.init_gain is None else config.init_gain,
         density=density,
     )
-
-
-def default_lr(config: SearchConfig) -> float:
-    """The method's learning rate, or the gate family's own where it has one (sharpened
-    unstructured stg gates: their own again)."""
-    if config.method != "gates":
-        return METHODS.get(config.method).defaults.lr
-    family = GATES.get(config.gate)
-    if sharpening(config):
-        return family.cnn_lr if convolutional(config) else family.sharpened_lr
-    family_lr = family.default_lr
-    return METHODS.get(config.method).defaults.lr if family_lr is None else family_lr
 
 
 def build_optimizer(

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from slt_deploy.search.layers import ChannelSource, GateSource, gate_families, masked_layers
+from slt_deploy.masking.layers import gate_families, masked_layers
+from slt_deploy.masking.sources import ChannelSource, GateSource
 
 HISTOGRAM_BINS = 10
 

@@ -14,8 +14,9 @@ from torch import nn
 
 from slt_deploy.data import DataSpec
 from slt_deploy.search.config import SearchConfig
+from slt_deploy.search.defaults import default_sigma
 from slt_deploy.search.distributed import World, wrap
-from slt_deploy.search.methods import METHODS, Method, build_optimizer, default_sigma
+from slt_deploy.search.methods import METHODS, Method, build_optimizer
 from slt_deploy.search.sparsity import SparsityController, control_interval
 from slt_deploy.search.stats import (
     MaskState,
@@ -24,7 +25,7 @@ from slt_deploy.search.stats import (
     mask_state,
     penalty_balance,
 )
-from slt_deploy.ticket import build_search_model
+from slt_deploy.search.ticket import build_search_model
 
 
 class LossTemperature(nn.Module):

@@ -4,7 +4,7 @@ A channel is removed only when its output is exactly zero for every input: its w
 all zero, and bias and BatchNorm map zero to zero (`fold` makes this so for channel tickets,
 where the gate sat after the BatchNorm). Removal is then exact: the consumers' dropped input
 columns only ever multiplied zeros. Which channels may go at all is the channel plan's
-(search/channels.py): the same torch.fx analysis the search used.
+(masking/channels.py): the same torch.fx analysis the search used.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from slt_deploy.search.channels import channel_plan
+from slt_deploy.masking.channels import channel_plan
+from slt_deploy.masking.surgery import plain_layer
 
 # Kept channel counts are rounded up to this by default: ONNX Runtime's CPU convolutions work on
 # blocks of 8 channels, and a Conv-6 with odd counts ran at 0.88x of the dense latency for 0.44x
@@ -85,22 +86,7 @@ def _slice_layer(layer: nn.Module, rows: torch.Tensor | None, cols: torch.Tensor
         bias = None if bias is None else bias[rows]
     if cols is not None:
         weight = weight[:, cols]
-    if isinstance(layer, nn.Conv2d):
-        new: nn.Module = nn.Conv2d(
-            weight.shape[1],
-            weight.shape[0],
-            weight.shape[2:],
-            stride=layer.stride,
-            padding=layer.padding,
-            dilation=layer.dilation,
-            bias=bias is not None,
-        )
-    else:
-        new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-    new.weight = nn.Parameter(weight.clone(), requires_grad=False)
-    if bias is not None:
-        new.bias = nn.Parameter(bias.clone(), requires_grad=False)
-    return new
+    return plain_layer(weight, bias, layer if isinstance(layer, nn.Conv2d) else None)
 
 
 def _slice_norm(bn: nn.Module, rows: torch.Tensor) -> nn.Module:
@@ -111,12 +97,6 @@ def _slice_norm(bn: nn.Module, rows: torch.Tensor) -> nn.Module:
         new.weight = nn.Parameter(bn.weight.detach()[rows].clone(), requires_grad=False)
         new.bias = nn.Parameter(bn.bias.detach()[rows].clone(), requires_grad=False)
     return new.eval()
-
-
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
 
 
 def _round_up(alive: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -185,9 +165,9 @@ def shrink(
         new = _slice_layer(layer, rows.get(name), cols.get(name))
         if name in selects:
             new = nn.Sequential(SelectFeatures(selects[name]), new)
-        _replace(small, name, new)
+        small.set_submodule(name, new)
     for norm, producer in norms.items():
-        _replace(small, norm, _slice_norm(small.get_submodule(norm), rows[producer]))
+        small.set_submodule(norm, _slice_norm(small.get_submodule(norm), rows[producer]))
     for name, count in heads.items():
         attention = small.get_submodule(name)
         head_dim = attention.attn_dim // attention.num_heads

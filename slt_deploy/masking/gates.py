@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from slt_deploy.masking.kernels import kernels, stg_forward
 from slt_deploy.registry import Registry
-from slt_deploy.search.kernels import kernels, stg_forward
 
 
 @dataclass(frozen=True)

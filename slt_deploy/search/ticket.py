@@ -18,9 +18,9 @@ from slt_deploy.data.base import DataSpec
 from slt_deploy.errors import SltError
 from slt_deploy.headers import safetensors_header, seal, verify_seal
 from slt_deploy.init import InitSpec, weight_checksum
+from slt_deploy.masking.layers import frozen_weights
 from slt_deploy.models import ModelSpec, create_model
 from slt_deploy.search.config import SearchConfig
-from slt_deploy.search.layers import frozen_weights
 from slt_deploy.search.methods import METHODS, gate_config, init_spec
 
 TICKET_FORMAT = "slt-deploy/ticket"
