@@ -153,7 +153,7 @@ SEARCH_OPTIONS = {  # shared by `search` and `sweep`
         "--sigma",
         type=float,
         help="Noise σ of stg gates [0.5; 0.25 for the default sharpened gates of a "
-        "convolutional network (conv*, resnet*, wrn*)].",
+        "convolutional network (conv*, resnet*, wrn*, wide_resnet*)].",
     ),
     "--sigma-final": click.option(
         "--sigma-final",
@@ -264,8 +264,9 @@ SEARCH_OPTIONS = {  # shared by `search` and `sweep`
     "--init": click.option(
         "--init",
         type=click.Choice(["uniform", "signed-constant", "kaiming-normal"]),
-        help="Frozen weight scheme [default: the method's best: uniform for gates, "
-        "signed-constant for edge-popup, kaiming-normal for dense].",
+        help="Frozen weight scheme [default: the method's best: signed-constant for "
+        "edge-popup and sharpened unstructured stg gates, uniform for other gates, "
+        "kaiming-normal for dense].",
     ),
     "--init-gain": click.option(
         "--init-gain", type=float, help="Gain of the weight scale gain/√fan_in [√2]."
@@ -294,8 +295,9 @@ SEARCH_OPTIONS = {  # shared by `search` and `sweep`
     "--lr": click.option(
         "--lr",
         type=float,
-        help="Learning rate [default: the method's best: gates 0.01 (hard-concrete 0.03), "
-        "edge-popup 0.1, dense 0.001].",
+        help="Learning rate [default: the method's best: edge-popup 0.1, dense 0.001; gates "
+        "0.015 for sharpened unstructured stg gates (0.03 on a convolutional network), "
+        "hard-concrete 0.03, other gates 0.01; docs/search.md, 'Defaults'].",
     ),
     "--momentum": click.option("--momentum", type=float, help="SGD momentum [0.9]."),
     "--weight-decay": click.option(

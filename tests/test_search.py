@@ -413,3 +413,29 @@ def test_presets_pin_sigma_so_they_do_not_follow_the_cnn_default():
     for name in ("paper", "gates-v1"):
         resolved = resolve(SearchConfig(data="cifar10", model="conv4", **PRESETS.get(name)), 100)
         assert (resolved.sigma, resolved.lr, resolved.init) == (0.5, 0.01, "uniform")
+
+
+def test_search_help_states_the_learning_rates_and_sigmas_the_defaults_resolve_to():
+    """--help is where users read the defaults: it must name every value resolve() picks."""
+    import re
+
+    from click.testing import CliRunner
+
+    from slt_deploy.cli import cli
+
+    help_text = " ".join(CliRunner().invoke(cli, ["search", "--help"]).output.split())
+    lr_help = help_text[help_text.index("--lr FLOAT") : help_text.index("--momentum")]
+    sigma_help = help_text[help_text.index("--sigma FLOAT") : help_text.index("--sigma-final")]
+    stated = lambda text: {float(v) for v in re.findall(r"\d+\.\d+", text)}  # noqa: E731
+    cases = [
+        {"model": m, "method": method, "gate": gate, "granularity": granularity}
+        for m in ("conv4", "lenet-300-100")
+        for method in ("gates", "edge-popup", "dense")
+        for gate in ("stg", "hard-concrete")
+        for granularity in ("unstructured", "channel")
+        if method == "gates" or granularity == "unstructured"
+    ]
+    for fields in cases:
+        resolved = resolve(SearchConfig(data="cifar10", target_sparsity=0.5, **fields), 100)
+        assert resolved.lr in stated(lr_help), fields
+        assert resolved.sigma in stated(sigma_help), fields
