@@ -1,5 +1,6 @@
-"""Accuracy of any artifact through its own runtime: ONNX via ONNX Runtime, CSR via the sparse
-runtime, .slt rebuilt from seed + masks, a ticket or run directory via PyTorch."""
+"""Accuracy of an artifact through its own runtime: ONNX via ONNX Runtime, CSR via the sparse
+runtime, .slt rebuilt from seed + masks, a ticket or run directory via PyTorch. TensorRT
+engines are device-specific builds of an ONNX file: `bench` runs them, eval reads the ONNX."""
 
 from __future__ import annotations
 
@@ -14,8 +15,17 @@ from slt_deploy.errors import SltError
 
 
 def _predictor(path: Path) -> tuple[callable, DataSpec | None, str]:
-    """(batch → predicted classes, the artifact's data spec when it records one, runtime)."""
-    if path.suffix == ".onnx":
+    """(batch → predicted classes, the artifact's data spec when it records one, runtime).
+    The artifact's kind comes from bench's `inspect`, the one table of suffixes."""
+    from slt_deploy.bench.artifacts import inspect
+
+    kind = inspect(path).kind
+    if kind == "engine":
+        raise SltError(
+            f"{path}: eval runs ONNX, CSR, .slt and tickets; a TensorRT engine is run by "
+            "`slt-deploy bench` (eval the .onnx it was built from: the engine computes the same)"
+        )
+    if kind == "onnx":
         from slt_deploy.export.onnx_format import INPUT_NAME, OUTPUT_NAME, session
 
         sess = session(path)
@@ -25,12 +35,12 @@ def _predictor(path: Path) -> tuple[callable, DataSpec | None, str]:
             spec,
             "onnxruntime",
         )
-    if path.suffix == ".slt":
+    if kind == "slt":
         from slt_deploy.export.slt_format import read
 
         net = read(path)
         return _torch_predictor(net.model), net.data, "torch (rebuilt from .slt)"
-    if path.is_file() and path.name.endswith(".csr.safetensors"):
+    if kind == "csr":
         from slt_deploy.export.csr_format import load
 
         model, spec, _ = load(path)

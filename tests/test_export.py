@@ -157,10 +157,17 @@ def test_corrupt_and_foreign_artifacts_exit_2_with_one_line(ticket, tmp_path):
     foreign.write_bytes(lzma.compress(b"{}" * 10))
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"\x00not onnx" * 20)
-    for path in (truncated, foreign, garbage):
+    engine = tmp_path / "m.engine"  # eval does not run engines: it says where they run
+    engine.write_bytes(b"\x00" * 64)
+    unknown = tmp_path / "m.bin"
+    unknown.write_bytes(b"\x00" * 64)
+    stderr = {}
+    for path in (truncated, foreign, garbage, engine, unknown):
         result = _cli("eval", str(path), "--data", "digits")
         assert result.returncode == 2, (path, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+        stderr[path] = result.stderr
+    assert "slt-deploy bench" in stderr[engine] and "unknown artifact type" in stderr[unknown]
     with pytest.raises(SltError):
         read_slt(truncated)
 
