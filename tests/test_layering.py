@@ -91,3 +91,30 @@ def test_the_graph_sees_lazy_imports():
     graph = import_graph()
     assert "slt_deploy.masking.gates" in graph["slt_deploy.search.config"]  # inside validate()
     assert len(graph) > 60 and sum(map(len, graph.values())) > 150
+
+
+def test_a_built_wheel_holds_every_module_and_the_target_profiles(tmp_path):
+    """A user's `pip install slt-deploy` gets a wheel, not this checkout: a module or data file
+    that setuptools' package discovery misses works here and fails there. Built from a copy, so
+    no stale `build/` directory can fill the gap."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    root = PACKAGE.parent
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
+    shutil.copytree(PACKAGE, source / "slt_deploy", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path / "dist"), str(source)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    (wheel,) = (tmp_path / "dist").glob("slt_deploy-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    wanted = {p.relative_to(root).as_posix() for p in PACKAGE.rglob("*.py")}
+    wanted |= {p.relative_to(root).as_posix() for p in PACKAGE.glob("export/targets/*.toml")}
+    assert len(wanted) > 60 and wanted - names == set()
