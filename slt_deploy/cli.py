@@ -162,6 +162,20 @@ SEARCH_OPTIONS = {  # shared by `search` and `sweep`
         "relaxed network ends close to the binary one it becomes (docs/search.md, 'Noise σ'). "
         "Default: σ constant.",
     ),
+    "--sigma-start": click.option(
+        "--sigma-start",
+        type=float,
+        default=0.0,
+        show_default=True,
+        help="Fraction of training to wait before --sigma-final starts annealing σ.",
+    ),
+    "--gate-bound": click.option(
+        "--gate-bound",
+        type=float,
+        help="Keep every stg mean μ within τ ± K·σ (σ before annealing) after each step, so "
+        "no gate is driven so far from the threshold that it can never change again. "
+        "Default: unbounded.",
+    ),
     "--temperature-final": click.option(
         "--temperature-final",
         type=float,

@@ -143,6 +143,8 @@ class Trainer:
             if controller.lam:
                 add_penalty_grad_(self.model, controller.lam)
         self.optimizer.step()
+        if self.config.gate_bound is not None:
+            bound_gates_(self.model, self.config.gate_bound * self.config.sigma)
         masks = None
         if self.method.penalised and (step + 1) % self.control_every == 0:
             masks = mask_state(self.model)
@@ -187,9 +189,9 @@ def cosine_anneal(
 
 
 def annealed_sigma(config: SearchConfig, step: int, total_steps: int) -> float:
-    """σ at `step`: from --sigma (or its default) to --sigma-final."""
+    """σ at `step`: --sigma (or its default) until --sigma-start, then down to --sigma-final."""
     sigma = default_sigma(config) if config.sigma is None else config.sigma
-    return cosine_anneal(sigma, config.sigma_final, step, total_steps)
+    return cosine_anneal(sigma, config.sigma_final, step, total_steps, config.sigma_start)
 
 
 def annealed_temperature(config: SearchConfig, step: int, total_steps: int) -> float:
@@ -204,6 +206,18 @@ def set_temperature_(model: nn.Module, temperature: float) -> None:
     for gate in gate_families(model):
         if hasattr(gate, "temperature"):
             gate.temperature = temperature
+
+
+@torch.no_grad()
+def bound_gates_(model: nn.Module, radius: float) -> None:
+    """Project every stg mean back into [τ − radius, τ + radius] after a step. Unbounded,
+    a gate the penalty drives far below τ is dead: its samples are always clipped to 0, so
+    neither the loss nor a negative λ can reopen it (MNIST at 98%: μ ≈ −1.9, P(open) ≈ 1e-6,
+    and the density stuck above target with λ at −300; docs/search.md)."""
+    for gate in gate_families(model):
+        if hasattr(gate, "gate_mean"):
+            tau = gate.config.threshold
+            gate.gate_mean.clamp_(tau - radius, tau + radius)
 
 
 def set_sigma_(model: nn.Module, sigma: float) -> None:
