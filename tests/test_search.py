@@ -12,6 +12,7 @@ import torch
 from conftest import PYTHON, cli_env, run_cli
 
 from slt_deploy.data import load_dataset
+from slt_deploy.errors import SltError
 from slt_deploy.search.config import SearchConfig
 from slt_deploy.search.defaults import resolve
 from slt_deploy.search.loop import evaluate, search
@@ -145,6 +146,43 @@ def test_annealed_sigma_moves_every_gate_and_the_run_meets_its_target(tmp_path):
     assert len(sigmas) == 3 and sigmas == [pytest.approx(annealed_sigma(config, 5, 10))] * 3
     summary = search(replace(config, epochs=30), tmp_path / "anneal", progress=False)
     assert abs(summary["sparsity"] - 0.8) <= 0.02 and summary["test_accuracy"] > 0.8
+
+
+def test_sigma_start_holds_sigma_until_its_fraction_of_training():
+    from slt_deploy.search.trainer import annealed_sigma
+
+    config = SearchConfig(sigma=0.5, sigma_final=0.1, sigma_start=0.5)
+    assert annealed_sigma(config, 0, 100) == annealed_sigma(config, 50, 100) == 0.5
+    assert annealed_sigma(config, 75, 100) == pytest.approx(0.3)
+    assert annealed_sigma(config, 100, 100) == pytest.approx(0.1)
+
+
+def test_gate_bound_keeps_every_stg_mean_within_its_radius():
+    """--gate-bound K: after every step μ lies in τ ± K·σ, σ the initial one even while it
+    anneals. The same steps without the bound take means past it, so the check can fail."""
+    from slt_deploy.data import DataSpec
+    from slt_deploy.search.stats import gate_families
+    from slt_deploy.search.trainer import build_trainer
+
+    def means_after_steps(bound: float | None) -> torch.Tensor:
+        torch.manual_seed(0)
+        config = SearchConfig(data="digits", target_sparsity=0.8, sigma=0.5, sigma_final=0.1,
+                              gate_bound=bound, lr=0.2)  # fmt: skip
+        spec = DataSpec("digits", (1, 8, 8), 10, (0.0,), (1.0,))
+        trainer = build_trainer(resolve(config, 20), spec, 20, torch.device("cpu"))
+        gen = torch.Generator().manual_seed(0)
+        for step in range(20):
+            x = torch.rand(16, 1, 8, 8, generator=gen)
+            trainer.step(x, torch.randint(0, 10, (16,), generator=gen), step)
+        return torch.cat([g.gate_mean.detach().flatten() for g in gate_families(trainer.model)])
+
+    free, bounded = means_after_steps(None), means_after_steps(1.0)
+    assert free.min() < 0.0 or free.max() > 1.0
+    assert bounded.min() >= 0.0 and bounded.max() <= 1.0  # τ ± 1 · 0.5
+    with pytest.raises(SltError, match="--gate-bound must be > 0"):
+        SearchConfig(gate_bound=0.0).validate()
+    with pytest.raises(SltError, match="bounds the means of stg gates"):
+        SearchConfig(method="edge-popup", target_sparsity=0.9, gate_bound=2.0).validate()
 
 
 def test_temperature_anneals_every_stg_gate(tmp_path):
