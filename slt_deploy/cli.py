@@ -158,23 +158,22 @@ SEARCH_OPTIONS = {  # shared by `search` and `sweep`
     "--sigma-final": click.option(
         "--sigma-final",
         type=float,
-        help="Anneal stg's σ along a cosine from --sigma to this value over the run, so the "
-        "relaxed network ends close to the binary one it becomes (docs/search.md, 'Noise σ'). "
-        "Default: σ constant.",
+        help="Anneal stg's σ along a cosine from --sigma to this value (from --sigma-start on), "
+        "so the relaxed network ends close to the binary one it becomes (docs/search.md, "
+        "'Dead gates'). Default: 0.1 for the default sharpened gates; σ constant otherwise.",
     ),
     "--sigma-start": click.option(
         "--sigma-start",
         type=float,
-        default=0.0,
-        show_default=True,
-        help="Fraction of training to wait before --sigma-final starts annealing σ.",
+        help="Fraction of training to wait before --sigma-final starts annealing σ "
+        "[0.5 for the default sharpened gates; 0 otherwise].",
     ),
     "--gate-bound": click.option(
         "--gate-bound",
         type=float,
-        help="Keep every stg mean μ within τ ± K·σ (σ before annealing) after each step, so "
-        "no gate is driven so far from the threshold that it can never change again. "
-        "Default: unbounded.",
+        help="Keep every stg mean μ within τ ± K·σ (σ before annealing) after each step, so no "
+        "gate is driven so far below the threshold that it can never reopen (docs/search.md, "
+        "'Dead gates'). 0: unbounded. [3 for the default sharpened gates; 0 otherwise]",
     ),
     "--temperature-final": click.option(
         "--temperature-final",

@@ -134,7 +134,9 @@ def test_annealed_sigma_moves_every_gate_and_the_run_meets_its_target(tmp_path):
     from slt_deploy.search.stats import gate_families
     from slt_deploy.search.trainer import annealed_sigma, build_trainer
 
-    config = SearchConfig(data="digits", target_sparsity=0.8, sigma=0.5, sigma_final=0.1)
+    config = SearchConfig(
+        data="digits", target_sparsity=0.8, sigma=0.5, sigma_final=0.1, sigma_start=0.0
+    )
     assert annealed_sigma(config, 0, 100) == pytest.approx(0.5)
     assert annealed_sigma(config, 50, 100) == pytest.approx(0.3)
     assert annealed_sigma(config, 100, 100) == pytest.approx(0.1)
@@ -179,8 +181,8 @@ def test_gate_bound_keeps_every_stg_mean_within_its_radius():
     free, bounded = means_after_steps(None), means_after_steps(1.0)
     assert free.min() < 0.0 or free.max() > 1.0
     assert bounded.min() >= 0.0 and bounded.max() <= 1.0  # τ ± 1 · 0.5
-    with pytest.raises(SltError, match="--gate-bound must be > 0"):
-        SearchConfig(gate_bound=0.0).validate()
+    with pytest.raises(SltError, match="--gate-bound must be >= 0"):
+        SearchConfig(gate_bound=-1.0).validate()
     with pytest.raises(SltError, match="bounds the means of stg gates"):
         SearchConfig(method="edge-popup", target_sparsity=0.9, gate_bound=2.0).validate()
 
@@ -464,7 +466,11 @@ def test_search_help_states_the_learning_rates_and_sigmas_the_defaults_resolve_t
     help_text = " ".join(CliRunner().invoke(cli, ["search", "--help"]).output.split())
     lr_help = help_text[help_text.index("--lr FLOAT") : help_text.index("--momentum")]
     sigma_help = help_text[help_text.index("--sigma FLOAT") : help_text.index("--sigma-final")]
-    stated = lambda text: {float(v) for v in re.findall(r"\d+\.\d+", text)}  # noqa: E731
+
+    def option_help(flag: str, following: str) -> str:
+        return help_text[help_text.index(f"{flag} FLOAT") : help_text.index(f"{following} FLOAT")]
+
+    stated = lambda text: {float(v) for v in re.findall(r"\d+(?:\.\d+)?", text)}  # noqa: E731
     cases = [
         {"model": m, "method": method, "gate": gate, "granularity": granularity}
         for m in ("conv4", "lenet-300-100")
@@ -477,3 +483,8 @@ def test_search_help_states_the_learning_rates_and_sigmas_the_defaults_resolve_t
         resolved = resolve(SearchConfig(data="cifar10", target_sparsity=0.5, **fields), 100)
         assert resolved.lr in stated(lr_help), fields
         assert resolved.sigma in stated(sigma_help), fields
+        sigma_final = option_help("--sigma-final", "--sigma-start")
+        assert resolved.sigma_final is None or resolved.sigma_final in stated(sigma_final), fields
+        assert resolved.sigma_start in stated(option_help("--sigma-start", "--gate-bound")), fields
+        bound_help = option_help("--gate-bound", "--temperature-final")
+        assert resolved.gate_bound in stated(bound_help), fields

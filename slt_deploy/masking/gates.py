@@ -170,6 +170,12 @@ class StochasticGate(GateFamily):
     # LeNet σ 0.25 decides the gates too early and high targets are missed)
     cnn_lr = 0.03
     cnn_sigma = 0.25
+    # ... and with σ annealed to 0.1 over the sharpening half and μ kept within τ ± 3σ, so no
+    # gate dies far below τ and the network trained ends as the binary one (docs/search.md,
+    # "Dead gates")
+    sharpened_sigma_final = 0.1
+    sharpened_sigma_start = 0.5
+    sharpened_bound = 3.0
 
     def __init__(
         self, shape: tuple[int, ...], config: GateConfig, noise: NoiseTable | None = None

@@ -54,8 +54,8 @@ class SearchConfig:
     gate: str = "stg"
     sigma: float | None = None  # stg noise; None: 0.5, 0.25 for sharpened CNN gates (methods)
     sigma_final: float | None = None  # None: σ constant; else cosine from sigma to this
-    sigma_start: float = 0.0  # fraction of training before σ starts annealing to sigma_final
-    gate_bound: float | None = None  # stg: keep μ within τ ± this · σ (None: unbounded)
+    sigma_start: float | None = None  # fraction of training before σ anneals; None: default
+    gate_bound: float | None = None  # stg: keep μ within τ ± this · σ; 0: unbounded; None: default
     temperature_final: float | None = None  # stg sharpening, cosine t 1 → this; None: default
     sharpen_start: float = 0.5  # fraction of training before sharpening begins (t = 1 until then)
     noise: str = "table"
@@ -181,11 +181,11 @@ class SearchConfig:
         if not 0.0 <= self.sharpen_start < 1.0:
             raise SltError("--sharpen-start must lie in [0, 1)")
         if self.gate_bound is not None:
-            if self.gate_bound <= 0:
-                raise SltError("--gate-bound must be > 0")
-            if self.method != "gates" or self.gate != "stg":
+            if self.gate_bound < 0:
+                raise SltError("--gate-bound must be >= 0 (0: unbounded)")
+            if self.gate_bound > 0 and (self.method != "gates" or self.gate != "stg"):
                 raise SltError("--gate-bound bounds the means of stg gates (--method gates)")
-        if not 0.0 <= self.sigma_start < 1.0:
+        if self.sigma_start is not None and not 0.0 <= self.sigma_start < 1.0:
             raise SltError("--sigma-start must lie in [0, 1)")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:

@@ -50,6 +50,9 @@ def resolve(config: SearchConfig, total_steps: int) -> SearchConfig:
         optimizer=pick(config.optimizer, d.optimizer),
         lr=pick(config.lr, default_lr(config)),
         sigma=pick(config.sigma, default_sigma(config)),
+        sigma_final=pick(config.sigma_final, default_sigma_final(config)),
+        sigma_start=pick(config.sigma_start, default_sigma_start(config)),
+        gate_bound=pick(config.gate_bound, default_gate_bound(config)),
         momentum=pick(config.momentum, d.momentum),
         weight_decay=pick(config.weight_decay, d.weight_decay),
         scale_fan=pick(config.scale_fan, d.scale_fan),
@@ -86,6 +89,20 @@ def default_sigma(config: SearchConfig) -> float:
     family = GATES.get(config.gate)
     cnn = sharpening(config) and convolutional(config)
     return family.cnn_sigma if cnn else family.default_sigma
+
+
+def default_sigma_final(config: SearchConfig) -> float | None:
+    """Sharpened gates anneal σ over the sharpening half; elsewhere None (σ constant)."""
+    return GATES.get(config.gate).sharpened_sigma_final if sharpening(config) else None
+
+
+def default_sigma_start(config: SearchConfig) -> float:
+    return GATES.get(config.gate).sharpened_sigma_start if sharpening(config) else 0.0
+
+
+def default_gate_bound(config: SearchConfig) -> float:
+    """Sharpened gates keep μ within τ ± 3σ; elsewhere 0 (unbounded, as measured before)."""
+    return GATES.get(config.gate).sharpened_bound if sharpening(config) else 0.0
 
 
 def sharpening(config: SearchConfig) -> bool:

@@ -19,6 +19,8 @@ GATES_V1 = {
     "init": "uniform",
     "lr": 0.01,
     "sigma": 0.5,
+    "sigma_final": 0.5,  # σ constant
+    "gate_bound": 0.0,  # unbounded
     "temperature_final": 1.0,
     "sharpen_start": 0.0,
     "loss_temperature": "learned",

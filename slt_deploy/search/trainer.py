@@ -14,7 +14,7 @@ from torch import nn
 
 from slt_deploy.data import DataSpec
 from slt_deploy.search.config import SearchConfig
-from slt_deploy.search.defaults import default_sigma
+from slt_deploy.search.defaults import default_sigma, default_sigma_start
 from slt_deploy.search.distributed import World, wrap
 from slt_deploy.search.methods import METHODS, Method, build_optimizer
 from slt_deploy.search.sparsity import SparsityController, control_interval
@@ -143,7 +143,7 @@ class Trainer:
             if controller.lam:
                 add_penalty_grad_(self.model, controller.lam)
         self.optimizer.step()
-        if self.config.gate_bound is not None:
+        if self.config.gate_bound:
             bound_gates_(self.model, self.config.gate_bound * self.config.sigma)
         masks = None
         if self.method.penalised and (step + 1) % self.control_every == 0:
@@ -191,7 +191,8 @@ def cosine_anneal(
 def annealed_sigma(config: SearchConfig, step: int, total_steps: int) -> float:
     """σ at `step`: --sigma (or its default) until --sigma-start, then down to --sigma-final."""
     sigma = default_sigma(config) if config.sigma is None else config.sigma
-    return cosine_anneal(sigma, config.sigma_final, step, total_steps, config.sigma_start)
+    start = default_sigma_start(config) if config.sigma_start is None else config.sigma_start
+    return cosine_anneal(sigma, config.sigma_final, step, total_steps, start)
 
 
 def annealed_temperature(config: SearchConfig, step: int, total_steps: int) -> float:

@@ -1,0 +1,75 @@
+"""Where a gate search ended up: per-epoch training fit and λ, and per-layer gate means.
+
+    python bench/gate_state.py runs/g098 runs/ep098
+
+For each run directory: the epoch records of metrics.jsonl (train loss and accuracy, validation
+accuracy, sparsity, λ) and, for stg gates, per layer the quantiles of μ among pruned gates and
+P(open) of the kept and pruned ones at the run's final σ and t. A pruned gate far below τ has
+P(open) ≈ 0 and receives no gradient: it can never reopen (docs/search.md, "Dead gates").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from slt_deploy.checkpoint import load_checkpoint
+from slt_deploy.search.config import SearchConfig
+
+
+def normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def report(run: Path) -> None:
+    config = SearchConfig.from_dict(json.loads((run / "config.json").read_text()))
+    print(f"## {run} ({config.method}, target {config.target_sparsity})")
+    print("| epoch | train loss | train acc | val acc | sparsity | λ |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        val = "–" if r.get("val_accuracy") is None else f"{100 * r['val_accuracy']:.2f}"
+        print(
+            f"| {r['epoch']} | {r['train_loss']:.4f} | {100 * r['train_accuracy']:.2f} | {val} "
+            f"| {100 * r['sparsity']:.2f} | {r.get('lambda', 0.0):.3g} |"
+        )
+    if config.method != "gates" or config.gate != "stg":
+        print()
+        return
+    sigma = config.sigma if config.sigma_final is None else config.sigma_final
+    t = 1.0 if config.temperature_final is None else config.temperature_final
+    tau = config.threshold
+    print(f"\nfinal σ {sigma}, t {t}")
+    print("| layer | gates | kept | μ of pruned: q1 / q10 / q50 / q90 | P(open) kept | pruned |")
+    print("|---|---:|---:|---|---:|---:|")
+    model = load_checkpoint(run / "checkpoint.safetensors")["model"]
+    for name, mean in model.items():
+        if not name.endswith("gate_mean"):
+            continue
+        mean = mean.float().flatten()
+        kept = mean > tau
+        p_open = normal_cdf((mean - tau + tau * t) / sigma)
+        pruned = mean[~kept]
+        sample = pruned[torch.randperm(len(pruned), generator=torch.Generator().manual_seed(0))]
+        q = torch.quantile(sample[:100_000], torch.tensor([0.01, 0.1, 0.5, 0.9])).tolist()
+        print(
+            f"| {name.split('.')[0]} | {len(mean):,} | {int(kept.sum()):,} "
+            f"| {' / '.join(f'{v:.2f}' for v in q)} | {p_open[kept].mean():.3f} "
+            f"| {p_open[~kept].mean():.2e} |"
+        )
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories of slt-deploy search")
+    for run in parser.parse_args().runs:
+        report(run)
+
+
+if __name__ == "__main__":
+    main()
