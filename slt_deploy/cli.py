@@ -152,8 +152,8 @@ SEARCH_OPTIONS = {  # shared by `search` and `sweep`
     "--sigma": click.option(
         "--sigma",
         type=float,
-        help="Noise σ of stg gates [0.5; 0.25 for the default sharpened gates of a "
-        "convolutional network (conv*, resnet*, wrn*, wide_resnet*)].",
+        help="Noise σ of stg gates [0.25 for the default sharpened unstructured gates; 0.5 "
+        "otherwise].",
     ),
     "--sigma-final": click.option(
         "--sigma-final",
@@ -309,8 +309,8 @@ SEARCH_OPTIONS = {  # shared by `search` and `sweep`
         "--lr",
         type=float,
         help="Learning rate [default: the method's best: edge-popup 0.1, dense 0.001; gates "
-        "0.015 for sharpened unstructured stg gates (0.03 on a convolutional network), "
-        "hard-concrete 0.03, other gates 0.01; docs/search.md, 'Defaults'].",
+        "0.03 for sharpened unstructured stg gates, hard-concrete 0.03, other gates 0.01; "
+        "docs/search.md, 'Defaults'].",
     ),
     "--momentum": click.option("--momentum", type=float, help="SGD momentum [0.9]."),
     "--weight-decay": click.option(

@@ -424,35 +424,36 @@ def test_preset_sits_below_recipe_and_options(tmp_path):
     result = _cli("search", "--recipe", str(recipe), "--out", str(defaults), "--quiet")
     config = json.loads((defaults / "config.json").read_text())
     assert (config["init"], config["temperature_final"], config["lr"], config["sigma"]) == (
-        "signed-constant", 0.05, 0.015, 0.5,
+        "signed-constant", 0.05, 0.03, 0.25,
     )  # fmt: skip
+    assert (config["sigma_final"], config["sigma_start"], config["gate_bound"]) == (0.1, 0.5, 3.0)
     result = _cli("search", "--preset", "nonsense", "--out", str(tmp_path / "x"))
     assert result.returncode == 2 and "nonsense" in result.stderr
 
 
 @pytest.mark.parametrize(
-    "fields,lr,sigma",
+    "fields,lr,sigma,bound",
     [
-        ({"model": "conv4"}, 0.03, 0.25),  # sharpened gates on a CNN: faster, less noise
-        ({"model": "resnet18"}, 0.03, 0.25),
-        ({"model": "lenet-300-100"}, 0.015, 0.5),  # σ 0.25 misses high targets on MLPs
-        ({"model": "vit_tiny"}, 0.015, 0.5),
-        ({"model": "conv4", "sigma": 0.4, "lr": 0.02}, 0.02, 0.4),  # given values win
-        ({"model": "conv4", "granularity": "channel"}, 0.01, 0.5),  # not measured: unchanged
-        ({"model": "conv4", "temperature_final": 1.0}, 0.01, 0.5),  # unsharpened: as before
+        ({"model": "conv4"}, 0.03, 0.25, 3.0),  # sharpened gates: faster, less noise, bounded
+        ({"model": "resnet18"}, 0.03, 0.25, 3.0),
+        ({"model": "lenet-300-100"}, 0.03, 0.25, 3.0),
+        ({"model": "conv4", "sigma": 0.4, "lr": 0.02, "gate_bound": 0.0}, 0.02, 0.4, 0.0),
+        ({"model": "conv4", "granularity": "channel"}, 0.01, 0.5, 0.0),  # not measured
+        ({"model": "conv4", "temperature_final": 1.0}, 0.01, 0.5, 0.0),  # unsharpened: as before
     ],
 )
-def test_convolutional_networks_get_their_own_gate_defaults(fields, lr, sigma):
+def test_sharpened_gates_get_their_own_defaults_and_given_values_win(fields, lr, sigma, bound):
     resolved = resolve(SearchConfig(data="cifar10", **fields), 100)
-    assert (resolved.lr, resolved.sigma) == (lr, sigma)
+    assert (resolved.lr, resolved.sigma, resolved.gate_bound) == (lr, sigma, bound)
 
 
-def test_presets_pin_sigma_so_they_do_not_follow_the_cnn_default():
+def test_presets_pin_sigma_so_they_do_not_follow_the_sharpened_defaults():
     from slt_deploy.search.presets import PRESETS
 
     for name in ("paper", "gates-v1"):
         resolved = resolve(SearchConfig(data="cifar10", model="conv4", **PRESETS.get(name)), 100)
         assert (resolved.sigma, resolved.lr, resolved.init) == (0.5, 0.01, "uniform")
+        assert (resolved.sigma_final, resolved.gate_bound) == (0.5, 0.0)  # σ constant, unbounded
 
 
 def test_search_help_states_the_learning_rates_and_sigmas_the_defaults_resolve_to():

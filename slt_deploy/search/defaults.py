@@ -64,31 +64,21 @@ def resolve(config: SearchConfig, total_steps: int) -> SearchConfig:
 
 
 def sharpened_defaults(config: SearchConfig) -> bool:
-    """Unstructured stg gates default to signed-constant weights, Adam 0.015 and sharpening
-    (t → 0.05 from half of training), chosen on validation (docs/search.md, "The defaults since
-    issue 19"); on convolutional networks Adam 0.03 and σ 0.25 (default_sigma). Channel, 2:4
-    and hard-concrete gates were not measured so and keep uniform weights, their family's rate
-    and t = 1: with signed-constant weights a 2:4 digits search missed its target by 4.5
-    points."""
+    """Unstructured stg gates default to signed-constant weights, sharpening (t → 0.05 from
+    half of training), σ 0.25 annealed to 0.1 over that half, means bounded to τ ± 3σ and Adam
+    0.03, chosen on validation on LeNet/MNIST and the Conv-4/CIFAR-10 proxy (docs/search.md,
+    "Dead gates"). Channel, 2:4 and hard-concrete gates were not measured so and keep uniform
+    weights, their family's rate and t = 1: with signed-constant weights a 2:4 digits search
+    missed its target by 4.5 points."""
     return (
         config.method == "gates" and config.gate == "stg" and config.granularity == "unstructured"
     )
 
 
-# Convolutional networks by registry name: their sharpened gates measured best with a faster
-# rate and less noise (docs/search.md, "Convolutional networks"); ViT and Swin are mostly Linear
-CONVOLUTIONAL = ("conv", "resnet", "wrn", "wide_resnet")
-
-
-def convolutional(config: SearchConfig) -> bool:
-    return config.model.removeprefix("timm:").startswith(CONVOLUTIONAL)
-
-
 def default_sigma(config: SearchConfig) -> float:
-    """stg's noise: the family's σ, or its CNN σ for sharpened gates on a convolutional net."""
+    """stg's noise: the family's σ, or the sharpened gates' own."""
     family = GATES.get(config.gate)
-    cnn = sharpening(config) and convolutional(config)
-    return family.cnn_sigma if cnn else family.default_sigma
+    return family.sharpened_sigma if sharpening(config) else family.default_sigma
 
 
 def default_sigma_final(config: SearchConfig) -> float | None:
@@ -128,6 +118,6 @@ def default_lr(config: SearchConfig) -> float:
         return METHOD_DEFAULTS[config.method].lr
     family = GATES.get(config.gate)
     if sharpening(config):
-        return family.cnn_lr if convolutional(config) else family.sharpened_lr
+        return family.sharpened_lr
     family_lr = family.default_lr
     return METHOD_DEFAULTS[config.method].lr if family_lr is None else family_lr
