@@ -18,17 +18,20 @@ import torch
 
 from slt_deploy.data import DataSpec
 from slt_deploy.search.config import SearchConfig
+from slt_deploy.search.defaults import resolve
 from slt_deploy.search.trainer import build_trainer
 
 VARIANTS = {  # label -> SearchConfig overrides
     "dense": {"method": "dense"},
     "gates": {"method": "gates", "compile": True},
-    # the default's second half: sharpening on (t < 1) from the first step measured
+    # the default's second half from the first step measured: sharpening, σ annealing and the
+    # bound on the means (the bound applies throughout by default)
     "gates, sharpening": {
         "method": "gates",
         "compile": True,
         "temperature_final": 0.05,
         "sharpen_start": 0.0,
+        "sigma_start": 0.0,
     },
     "gates --noise fresh": {"method": "gates", "noise": "fresh", "compile": True},
     "gates --no-compile": {"method": "gates", "compile": False},
@@ -42,7 +45,8 @@ def make_step(variant: str, model_name: str, kwargs: dict, spec: DataSpec, total
     target = None if overrides["method"] == "dense" else 0.9
     config = SearchConfig(
         model=model_name, model_kwargs=kwargs, target_sparsity=target, **overrides
-    ).resolved(total)  # every default explicit, as the search loop runs it
+    )
+    config = resolve(config, total)  # every default explicit, as the search loop runs it
     trainer = build_trainer(config, spec, total, torch.device("cpu"))
     counter = iter(range(10**9))
 

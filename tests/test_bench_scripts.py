@@ -37,3 +37,17 @@ def test_gpu_deploy_dry_run_measures_every_candidate_and_the_shrunk_resnet(cifar
     shrunk = [r for r in out["resnet18_channel"] if r["artifact"].endswith("r18.shrunk.onnx")]
     assert len(shrunk) == 1 and shrunk[0]["shrunk"]["params_ratio"] < 1.0
     assert "| resnet18 channel |" in (tmp_path / "gpu_deploy.txt").read_text()
+
+
+def test_step_cost_runs_every_variant_through_the_search_loops_own_step():
+    """bench/step_cost.py resolves its configs as the search loop does; a refactor of that path
+    once broke it unnoticed (config.resolved was renamed)."""
+    result = subprocess.run(
+        [PYTHON, str(ROOT / "bench" / "step_cost.py"), "--model", "fc", "--width", "32",
+         "--depth", "1", "--batch-size", "8", "--rounds", "1", "--steps", "1",
+         "--run-steps", "10", "--threads", "1"],
+        capture_output=True, text=True, env=cli_env(), timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    for variant in ("dense", "gates", "gates, sharpening", "edge-popup"):
+        assert f"| {variant} |" in result.stdout, variant
