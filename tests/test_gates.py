@@ -100,9 +100,9 @@ def test_each_gate_family_has_its_own_default_learning_rate():
     # hard-concrete's log α moves over several units where stg's μ moves within [0, 1]:
     # Adam 0.01 left it 3 points behind 0.03 (docs/search.md, "Defaults")
     assert resolve(SearchConfig(gate="hard-concrete"), 10).lr == 0.03
-    # sharpened unstructured stg gates (the default) learn at 0.015; at t = 1 and on channel
-    # or 2:4 gates, where sharpening was not measured, stg keeps 0.01
-    assert resolve(SearchConfig(gate="stg"), 10).lr == 0.015
+    # sharpened unstructured stg gates (the default, σ 0.25 and bounded) learn at 0.03; at
+    # t = 1 and on channel or 2:4 gates, where sharpening was not measured, stg keeps 0.01
+    assert resolve(SearchConfig(gate="stg"), 10).lr == 0.03
     assert resolve(SearchConfig(gate="stg", temperature_final=1.0), 10).lr == 0.01
     assert resolve(SearchConfig(gate="stg", granularity="2:4"), 10).lr == 0.01
     assert resolve(SearchConfig(gate="hard-concrete", lr=0.005), 10).lr == 0.005
