@@ -50,11 +50,15 @@ class GateFamily(nn.Module):
     default_lr: float | None = None
     default_sigma: float = GateConfig.sigma  # stg's noise when --sigma is not given
 
+    default_init: float = 0.0  # the parameter's value when config.init is None
+
     def __init__(
         self, shape: tuple[int, ...], config: GateConfig, noise: NoiseTable | None = None
     ) -> None:
         super().__init__()
         self.config = config
+        init = self.default_init if config.init is None else config.init
+        setattr(self, self.param_name, nn.Parameter(torch.full(shape, float(init))))
 
     @property
     def parameter(self) -> nn.Parameter:
@@ -177,8 +181,6 @@ class StochasticGate(GateFamily):
         self, shape: tuple[int, ...], config: GateConfig, noise: NoiseTable | None = None
     ) -> None:
         super().__init__(shape, config)
-        mu0 = self.default_init if config.init is None else config.init
-        self.gate_mean = nn.Parameter(torch.full(shape, float(mu0)))
         self.noise_table = noise  # shared by all layers; a plain object, never in the state dict
         self.temperature = 1.0
 
@@ -246,13 +248,6 @@ class HardConcreteGate(GateFamily):
     param_name = "log_alpha"
     default_lr = 0.03
     default_init = 2.0  # sigmoid(2)·1.2 − 0.1 ≈ 0.96: gates start open, as stg's μ₀ = 0.5 does
-
-    def __init__(
-        self, shape: tuple[int, ...], config: GateConfig, noise: NoiseTable | None = None
-    ) -> None:
-        super().__init__(shape, config)
-        init = self.default_init if config.init is None else config.init
-        self.log_alpha = nn.Parameter(torch.full(shape, float(init)))
 
     def sample(self) -> torch.Tensor:
         c = self.config
