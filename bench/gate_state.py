@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import torch
 
 from slt_deploy.checkpoint import load_checkpoint
+from slt_deploy.masking.gates import GateConfig, StochasticGate
 from slt_deploy.search.config import SearchConfig
-
-
-def normal_cdf(x: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
 
 
 def report(run: Path) -> None:
@@ -50,9 +46,13 @@ def report(run: Path) -> None:
     for name, mean in model.items():
         if not name.endswith("gate_mean"):
             continue
+        # the gate's own P(open) and mask, at the run's final σ and t
+        gate = StochasticGate(mean.shape, GateConfig(sigma=sigma, threshold=tau, compile=False))
+        gate.gate_mean.data = mean.float()
+        gate.temperature = t
+        with torch.no_grad():
+            kept, p_open = gate.binary_mask().flatten(), gate.open_probability().flatten()
         mean = mean.float().flatten()
-        kept = mean > tau
-        p_open = normal_cdf((mean - tau + tau * t) / sigma)
         pruned = mean[~kept]
         sample = pruned[torch.randperm(len(pruned), generator=torch.Generator().manual_seed(0))]
         q = torch.quantile(sample[:100_000], torch.tensor([0.01, 0.1, 0.5, 0.9])).tolist()

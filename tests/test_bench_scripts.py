@@ -51,3 +51,20 @@ def test_step_cost_runs_every_variant_through_the_search_loops_own_step():
     assert result.returncode == 0, result.stderr[-2000:]
     for variant in ("dense", "gates", "gates, sharpening", "edge-popup"):
         assert f"| {variant} |" in result.stdout, variant
+
+
+def test_gate_state_reads_a_run_directory(tmp_path):
+    """bench/gate_state.py on a real (short) gates run: one epoch row each, one layer row each."""
+    from slt_deploy.search.config import SearchConfig
+    from slt_deploy.search.loop import search
+
+    config = SearchConfig(data="digits", epochs=2, target_sparsity=0.8)
+    search(config, tmp_path / "g", progress=False)
+    result = subprocess.run(
+        [PYTHON, str(ROOT / "bench" / "gate_state.py"), str(tmp_path / "g")],
+        capture_output=True, text=True, env=cli_env(), timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| 1 |" in result.stdout and "| 2 |" in result.stdout
+    for layer in ("fc1", "fc2", "fc3"):
+        assert f"| {layer} |" in result.stdout, layer
