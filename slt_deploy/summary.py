@@ -35,6 +35,12 @@ def print_summary(summary: dict, out: Path, console: Console | None = None) -> N
     head.add_row(
         "kept / total weights", f"{summary['params_kept']:,} / {summary['params_total']:,}"
     )
+    if summary.get("macs_total"):
+        head.add_row(
+            "multiply-adds kept",
+            f"{summary['macs_kept']:,} / {summary['macs_total']:,} per sample "
+            f"({_pct(summary['macs_kept'] / summary['macs_total'])})",
+        )
     if summary.get("undecided_gates") is not None:
         head.add_row("undecided gates (0 < ẑ < 1)", _pct(summary["undecided_gates"]))
     head.add_row("epochs / steps", f"{summary['epochs']} / {summary['steps']}")

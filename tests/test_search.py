@@ -493,3 +493,30 @@ def test_search_help_states_the_learning_rates_and_sigmas_the_defaults_resolve_t
         assert resolved.sigma_start in stated(option_help("--sigma-start", "--gate-bound")), fields
         bound_help = option_help("--gate-bound", "--temperature-final")
         assert resolved.gate_bound in stated(bound_help), fields
+
+
+def test_multiply_adds_count_each_weight_at_its_output_positions():
+    """A convolution's weight is applied at every output pixel, a token linear's at every token,
+    a classifier's once: the cost the report weighs tickets by (docs/search.md)."""
+    from torch import nn
+
+    from slt_deploy.search.stats import multiply_adds, output_positions
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1, stride=2)
+            self.tokens = nn.Linear(4, 6)
+            self.head = nn.Linear(6, 2)
+
+        def forward(self, x):
+            x = self.conv(x).flatten(2).transpose(1, 2)  # (batch, 16 tokens, 4)
+            return self.head(self.tokens(x).mean(1))
+
+    positions = output_positions(Net(), (3, 8, 8))
+    assert positions == {"conv": 16, "tokens": 16, "head": 1}
+    layers = {"conv": {"kept": 10, "total": 108}, "tokens": {"kept": 24, "total": 24},
+              "head": {"kept": 3, "total": 12}}  # fmt: skip
+    for name, value in positions.items():
+        layers[name]["positions"] = value
+    assert multiply_adds(layers) == (10 * 16 + 24 * 16 + 3, 108 * 16 + 24 * 16 + 12)

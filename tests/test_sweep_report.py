@@ -4,13 +4,21 @@ run) into PNGs that decode, a Markdown table and an HTML page that embeds every 
 import csv
 import html.parser
 import json
+import math
 import shutil
 
 import matplotlib.image
 import pytest
 from conftest import run_cli
 
-from slt_deploy.report.tables import Point, first_drop, level_table, sparsity_at
+from slt_deploy.report.tables import (
+    Point,
+    accuracy_at_cost,
+    cost_table,
+    first_drop,
+    level_table,
+    sparsity_at,
+)
 
 QUICK = ("--data", "mnist", "--subset", "400", "--epochs", "1", "--batch-size", "50", "--quiet")
 
@@ -66,9 +74,12 @@ def test_sweep_runs_the_grid_resumes_and_reports(mnist_dir, tmp_path):
     done = run_cli("report", str(out))
     assert done.returncode == 0, done.stderr
     markdown = _check_report(out, {"accuracy_vs_sparsity.png", "per_layer.png",
-                                   "training_curves.png"})  # fmt: skip
+                                   "training_curves.png", "accuracy_vs_cost.png"})  # fmt: skip
     assert "| gates (stg) | 0.9 |" in markdown and "| dense | – |" in markdown
     assert "gates (stg) / edge-popup" in markdown
+    assert "## At equal deployed cost: gates against edge-popup" in markdown
+    for row in csv.DictReader((out / "results.csv").open()):  # an MLP: one MAC per weight
+        assert row["macs_kept"] == row["params_kept"] and row["macs_total"] == row["params_total"]
 
     kept = tmp_path / "kept"  # what bench/results keeps of a sweep: its table, not its cells
     kept.mkdir()
@@ -121,6 +132,27 @@ def test_drop_and_sparsity_at_accuracy_levels():
     assert row[1:] == ["95.00", "≥ 50.00", f"≤ {0.95 / 0.5:.2f}x, ≥ {0.05 / 0.5:.2f}x"]
     _, row = level_table(gates + short_ep, [0.96])
     assert row[-1] == "beyond both grids"
+
+
+def test_equal_cost_comparison_interpolates_in_log_cost_and_never_extrapolates():
+    kept = lambda p: p.kept_mean  # noqa: E731
+    ep = [Point("edge-popup", s, s, 0.0, a, 0.0, 3, macs_mean=m)
+          for s, a, m in [(0.9, 0.96, 0.10), (0.99, 0.86, 0.01)]]  # fmt: skip
+    # halfway between 10% and 1% kept in log: accuracy halfway between 96 and 86
+    assert accuracy_at_cost(ep, 0.1**1.5, kept) == pytest.approx(0.91)
+    assert accuracy_at_cost(ep, 0.2, kept) is None and accuracy_at_cost(ep, 0.005, kept) is None
+    # gates keep convolutions denser: fewer weights but more multiply-adds than edge-popup
+    gates = [Point("gates (stg)", 0.95, 0.95, 0.0, 0.95, 0.0, 3, macs_mean=0.15)]
+    header, row = cost_table(gates + ep)
+    assert header[2:] == [
+        "weights kept %", "accuracy − edge-popup's at equal weights kept (points)",
+        "multiply-adds kept %", "accuracy − edge-popup's at equal multiply-adds kept (points)",
+    ]  # fmt: skip
+    at_5 = 0.86 + 0.10 * math.log(5) / math.log(10)  # edge-popup at 5% kept, log-linear
+    assert row[:3] == ["gates (stg)", "0.95", "5.00"]
+    assert row[3] == f"{100 * (0.95 - at_5):+.2f}"
+    assert row[4:] == ["15.00", "outside edge-popup's range"]
+    assert cost_table(gates) == []  # nothing to compare against
 
 
 @pytest.mark.parametrize(

@@ -157,7 +157,19 @@ def _sweep_report(path: Path, out: Path, levels, bench_files) -> dict:
             )
         )
     bench = list(bench_files) + sorted((path / "bench").glob("*.json"))
-    series = _latency_series(rows, bench)
+    ratios = _latency_ratios(rows, bench)
+    series = _latency_series(rows, ratios)
+    if any(len(curve) > 1 for curve in tables.curves(points).values()):
+        written.append(
+            _save_png(
+                figures.accuracy_vs_cost,
+                out,
+                "accuracy_vs_cost.png",
+                points,
+                _latency_accuracy(rows, ratios),
+                f"accuracy vs deployed cost: {title}",
+            )
+        )
     if series:
         written.append(
             _save_png(
@@ -196,6 +208,11 @@ def _sweep_report(path: Path, out: Path, levels, bench_files) -> dict:
         ("Where each method drops 1 point below its best", page.table_html(drops)),
         ("Highest sparsity at an accuracy level", page.table_html(reach)),
     ]
+    costs = tables.cost_table(points)
+    if costs:
+        heading = "At equal deployed cost: gates against edge-popup"
+        md += [f"## {heading}\n", tables.markdown(costs)]
+        sections.append((heading, page.table_html(costs)))
     written_pages = _write_pages(out, f"slt-deploy sweep: {title}", md, sections, written)
     return {"kind": "sweep", "cells": len(rows), **written_pages}
 
@@ -215,9 +232,9 @@ def _write_pages(
     }
 
 
-def _latency_series(rows: list[dict], files: list[Path]) -> dict[str, list[tuple[float, float]]]:
-    """From bench JSON records whose artifact path names a cell: p50 over the dense cell's p50,
-    per back-end and batch size, against the cell's sparsity."""
+def _latency_ratios(rows: list[dict], files: list[Path]) -> dict[str, dict[str, float]]:
+    """From bench JSON records whose artifact path names a cell: per back-end and batch size,
+    each sparse cell's p50 over the dense cell's p50."""
     by_cell = {r["cell"]: r for r in rows}
     records = []
     for file in files:
@@ -230,19 +247,40 @@ def _latency_series(rows: list[dict], files: list[Path]) -> dict[str, list[tuple
             continue
         key = (str(rec.get("backend")), int(rec.get("batch_size", 0)))
         keyed.setdefault(key, {})[cell] = float(rec["latency_ms"]["p50"])
-    series = {}
+    ratios = {}
     for (backend, batch), cells in keyed.items():
         dense = [v for c, v in cells.items() if by_cell[c]["method"] == "dense"]
-        if not dense:
-            continue
-        points = [
-            (by_cell[c]["sparsity"], v / dense[0])
-            for c, v in cells.items()
-            if by_cell[c]["method"] != "dense"
+        sparse = {c: v / dense[0] for c, v in cells.items() if by_cell[c]["method"] != "dense"}
+        if dense and sparse:
+            ratios[f"{backend}, batch {batch}"] = sparse
+    return ratios
+
+
+def _latency_series(rows: list[dict], ratios: dict[str, dict[str, float]]) -> dict:
+    """Latency ratio against each cell's sparsity, per back-end and batch size."""
+    by_cell = {r["cell"]: r for r in rows}
+    return {
+        series: [(by_cell[c]["sparsity"], ratio) for c, ratio in cells.items()]
+        for series, cells in ratios.items()
+    }
+
+
+def _latency_accuracy(rows: list[dict], ratios: dict[str, dict[str, float]]) -> dict:
+    """(method, mean latency ratio, mean test accuracy) per method and target over the seeds
+    that were benched, per back-end and batch size."""
+    by_cell = {r["cell"]: r for r in rows}
+    out = {}
+    for series, cells in ratios.items():
+        groups: dict[tuple[str, float | None], list[tuple[float, float]]] = {}
+        for cell, ratio in cells.items():
+            row = by_cell[cell]
+            key = (method_label(row["method"], row["gate"]), row["target_sparsity"])
+            groups.setdefault(key, []).append((ratio, float(row["test_accuracy"])))
+        out[series] = [
+            (method, sum(r for r, _ in v) / len(v), sum(a for _, a in v) / len(v))
+            for (method, _), v in groups.items()
         ]
-        if points:
-            series[f"{backend}, batch {batch}"] = points
-    return series
+    return out
 
 
 def _run_report(path: Path, out: Path) -> dict:

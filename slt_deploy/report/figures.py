@@ -53,6 +53,53 @@ def accuracy_vs_sparsity(
     return _save(fig, path)
 
 
+def accuracy_vs_cost(
+    points: list[Point],
+    latency: dict[str, list[tuple[str, float, float]]],
+    title: str,
+    *,
+    path: Path,
+) -> Path:
+    """Test accuracy against what deployment pays, each on a log axis so that 90-99.9%
+    sparsity can be read: the fraction of weights kept, of multiply-adds kept (when the runs
+    recorded them), and p50 latency over the dense artifact's (per back-end and batch, when
+    bench records name the cells; `latency` maps a series to (method, ratio, accuracy))."""
+    panels = ["weights"] + (["macs"] if all(p.macs_mean for p in points) else [])
+    panels += ["latency"] if latency else []
+    fig = Figure(figsize=(5 * len(panels), 4.3))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    measure = {"weights": lambda p: p.kept_mean, "macs": lambda p: p.macs_mean}
+    labels = {"weights": "weights kept (%, log)", "macs": "multiply-adds kept (%, log)"}
+    for ax, panel in zip(axes, panels, strict=True):
+        if panel == "latency":
+            for series, triples in latency.items():
+                for method in sorted({m for m, _, _ in triples}):
+                    xy = sorted((r, a) for m, r, a in triples if m == method)
+                    ax.plot([x for x, _ in xy], [100 * y for _, y in xy], marker="o",
+                            label=f"{method}: {series}")  # fmt: skip
+            ax.axvline(1.0, color="k", ls="--", lw=1)
+            ax.set(xscale="log", xlabel="p50 latency / dense p50 (log)")
+            ax.legend(fontsize="x-small")
+        else:
+            for method, curve in curves(points).items():
+                ax.errorbar(
+                    [100 * measure[panel](p) for p in curve],
+                    [100 * p.accuracy_mean for p in curve],
+                    yerr=[100 * p.accuracy_std for p in curve],
+                    marker="o", capsize=3, label=method,
+                )  # fmt: skip
+            dense = dense_reference(points)
+            if dense:
+                ax.axhline(100 * dense.accuracy_mean, color="k", ls="--", lw=1, label="dense")
+            ax.set(xscale="log", xlabel=labels[panel])
+            ax.invert_xaxis()  # sparser to the right, as on the accuracy-sparsity plot
+            ax.legend(fontsize="small")
+        ax.set(ylabel="test accuracy (%)")
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 def per_layer_kept(layers_by_label: dict[str, dict[str, dict]], title: str, path: Path) -> Path:
     """Kept fraction of each gated layer, one line per run (e.g. per method and target)."""
     fig = Figure(figsize=(7, 4.5))

@@ -4,6 +4,7 @@ accuracy; does "nearly double the sparsity of edge-popup" hold)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from dataclasses import dataclass
@@ -20,6 +21,12 @@ class Point:
     accuracy_mean: float
     accuracy_std: float
     seeds: int
+    macs_mean: float | None = None  # fraction of the weight layers' multiply-adds kept
+
+    @property
+    def kept_mean(self) -> float:
+        """Fraction of the weights kept."""
+        return 1.0 - self.sparsity_mean
 
 
 def _std(values: list[float]) -> float:
@@ -36,11 +43,21 @@ def aggregate(rows: list[dict]) -> list[Point]:
     for (method, target), members in groups.items():
         acc = [float(r["test_accuracy"]) for r in members]
         sp = [float(r["sparsity"]) for r in members]
+        macs = [macs_fraction(r) for r in members]
         points.append(
             Point(method, target, statistics.fmean(sp), _std(sp), statistics.fmean(acc), _std(acc),
-                  len(members))
+                  len(members), None if None in macs else statistics.fmean(macs))
         )  # fmt: skip
     return sorted(points, key=lambda p: (p.method, p.target if p.target is not None else -1.0))
+
+
+def macs_fraction(row: dict) -> float | None:
+    """Kept over total multiply-adds of a run's weight layers (None: a summary from before
+    they were recorded)."""
+    kept, total = row.get("macs_kept"), row.get("macs_total")
+    if not isinstance(kept, int | float) or not isinstance(total, int | float) or total <= 0:
+        return None
+    return kept / total
 
 
 def curves(points: list[Point]) -> dict[str, list[Point]]:
@@ -89,11 +106,14 @@ def _pct(x: float | None, std: float | None = None) -> str:
 
 
 def result_table(points: list[Point]) -> list[list[str]]:
+    """With the multiply-adds kept where every run recorded them."""
+    macs = all(p.macs_mean is not None for p in points)
     header = ["method", "target sparsity", "sparsity %", "test accuracy %", "seeds"]
+    header += ["multiply-adds kept %"] if macs else []
     rows = [
         [p.method, "–" if p.target is None else f"{p.target:g}",
          _pct(p.sparsity_mean, p.sparsity_std), _pct(p.accuracy_mean, p.accuracy_std),
-         str(p.seeds)]
+         str(p.seeds), *([_pct(p.macs_mean)] if macs else [])]
         for p in points
     ]  # fmt: skip
     return [header, *rows]
@@ -153,6 +173,55 @@ def level_table(points: list[Point], levels: list[float]) -> list[list[str]]:
                            f"{density}{(1 - reach[g]) / (1 - ep):.2f}x")  # fmt: skip
         rows.append(row)
     return [header, *rows]
+
+
+def accuracy_at_cost(curve: list[Point], cost: float, measure) -> float | None:
+    """A method's mean accuracy at `cost` (a kept fraction), interpolated linearly in
+    log(cost) between its two measured points around it; None outside its measured range
+    (no extrapolation: a curve can fall off a cliff just past its last point)."""
+    xy = sorted((math.log(measure(p)), p.accuracy_mean) for p in curve if measure(p))
+    x = math.log(cost)
+    for (x0, y0), (x1, y1) in itertools.pairwise(xy):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return None
+
+
+COSTS = {
+    "weights kept": lambda p: p.kept_mean,
+    "multiply-adds kept": lambda p: p.macs_mean,
+}
+
+
+def cost_table(points: list[Point]) -> list[list[str]]:
+    """Where each method wins at equal deployed cost: every gates point against edge-popup's
+    accuracy interpolated at the same fraction of weights kept, and of multiply-adds kept.
+    Gates set per-layer sparsity themselves, so the two costs can rank the methods
+    differently (a convolution's weight is applied at every pixel, a classifier's once)."""
+    lines = curves(points)
+    if "edge-popup" not in lines:
+        return []
+    edge_popup = lines["edge-popup"]
+    costs = {name: f for name, f in COSTS.items() if all(f(p) for p in edge_popup)}
+    header = ["method", "target"]
+    for name in costs:
+        header += [f"{name} %", f"accuracy − edge-popup's at equal {name} (points)"]
+    rows = []
+    for method, curve in lines.items():
+        if not method.startswith("gates"):
+            continue
+        for p in curve:
+            row = [method, "–" if p.target is None else f"{p.target:g}"]
+            for measure in costs.values():
+                cost = measure(p)
+                other = None if not cost else accuracy_at_cost(edge_popup, cost, measure)
+                row.append(_pct(cost) if cost else "–")
+                row.append(
+                    "outside edge-popup's range" if other is None
+                    else f"{100 * (p.accuracy_mean - other):+.2f}"
+                )  # fmt: skip
+            rows.append(row)
+    return [header, *rows] if len(costs) and rows else []
 
 
 def markdown(table: list[list[str]]) -> str:

@@ -27,6 +27,8 @@ from slt_deploy.search.sparsity import SparsityController
 from slt_deploy.search.stats import (
     gate_histogram,
     mask_state,
+    multiply_adds,
+    output_positions,
     per_layer_sparsity,
     structured_sparsity,
     totals,
@@ -373,6 +375,10 @@ def _finish(
     model.eval()
     layers = per_layer_sparsity(model)
     total, kept, sparsity = totals(layers)
+    for name, positions in output_positions(model, tuple(data.spec.input_shape)).items():
+        if name in layers:
+            layers[name]["positions"] = positions
+    macs_kept, macs_total = multiply_adds(layers)
     if history:
         test_accuracy, histogram = history[-1]["test_accuracy"], history[-1]["gate_histogram"]
     else:
@@ -387,6 +393,8 @@ def _finish(
         "params_total": total,
         "params_kept": kept,
         "per_layer": layers,
+        "macs_kept": macs_kept,
+        "macs_total": macs_total,
         "method": config.method,
         "gate": config.gate if config.method == "gates" else None,
         "granularity": config.granularity,

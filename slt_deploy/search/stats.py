@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from slt_deploy.masking.layers import gate_families, masked_layers
+from slt_deploy.masking.layers import MaskedLayer, gate_families, masked_layers
 from slt_deploy.masking.sources import ChannelSource, GateSource
 
 HISTOGRAM_BINS = 10
@@ -33,6 +35,53 @@ def per_layer_sparsity(model: nn.Module) -> dict[str, dict]:
                 total = module.weight.numel()
                 layers[name] = {"total": total, "kept": total, "sparsity": 0.0}
     return layers
+
+
+@torch.no_grad()
+def output_positions(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Per weight layer (masked, or Linear/Conv2d of a dense model): how many output positions
+    each of its weights is applied at for one sample (H·W for a convolution, tokens for a
+    linear layer on a sequence, 1 otherwise), from the shapes of one real forward pass."""
+    layers = dict(masked_layers(model)) or {
+        name: m for name, m in model.named_modules() if isinstance(m, nn.Linear | nn.Conv2d)
+    }
+    positions: dict[str, int] = {}
+
+    def record(name: str, conv: bool):
+        def hook(module, inputs, output) -> None:
+            shape = output.shape[2:] if conv else output.shape[1:-1]
+            positions[name] = math.prod(shape)
+
+        return hook
+
+    handles = [
+        layer.register_forward_hook(record(name, layer_is_conv(layer)))
+        for name, layer in layers.items()
+    ]
+    was_training = model.training
+    anchor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    try:
+        model.eval()(torch.zeros(1, *input_shape, device=None if anchor is None else anchor.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return positions
+
+
+def layer_is_conv(layer: nn.Module) -> bool:
+    return isinstance(layer, nn.Conv2d) or (
+        isinstance(layer, MaskedLayer) and layer.frozen_weight.dim() == 4
+    )
+
+
+def multiply_adds(layers: dict[str, dict]) -> tuple[int, int]:
+    """(kept, total) multiply-adds per sample of the weight layers in `layers`, each weight
+    counted at its output positions: what a sparse kernel that skips zeros still computes.
+    Gates choose per-layer sparsity, so equal weight counts can cost very different MACs."""
+    kept = sum(v["kept"] * v.get("positions", 1) for v in layers.values())
+    total = sum(v["total"] * v.get("positions", 1) for v in layers.values())
+    return kept, total
 
 
 def totals(layers: dict[str, dict]) -> tuple[int, int, float]:
