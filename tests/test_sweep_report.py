@@ -141,6 +141,7 @@ def test_equal_cost_comparison_interpolates_in_log_cost_and_never_extrapolates()
     # halfway between 10% and 1% kept in log: accuracy halfway between 96 and 86
     assert accuracy_at_cost(ep, 0.1**1.5, kept) == pytest.approx(0.91)
     assert accuracy_at_cost(ep, 0.2, kept) is None and accuracy_at_cost(ep, 0.005, kept) is None
+    assert accuracy_at_cost(ep, 0.1015, kept) == pytest.approx(0.96)  # within 2%: that point
     # gates keep convolutions denser: fewer weights but more multiply-adds than edge-popup
     gates = [Point("gates (stg)", 0.95, 0.95, 0.0, 0.95, 0.0, 3, macs_mean=0.15)]
     header, row = cost_table(gates + ep)

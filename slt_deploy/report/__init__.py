@@ -233,26 +233,25 @@ def _write_pages(
 
 
 def _latency_ratios(rows: list[dict], files: list[Path]) -> dict[str, dict[str, float]]:
-    """From bench JSON records whose artifact path names a cell: per back-end and batch size,
-    each sparse cell's p50 over the dense cell's p50."""
-    by_cell = {r["cell"]: r for r in rows}
+    """From `slt-deploy bench --json` records whose artifact path names a sparse cell: its p50
+    over the p50 of the bench run's baseline (its first artifact, e.g. a ticket exported as
+    dense ONNX), per back-end, baseline back-end and batch size."""
+    by_cell = {r["cell"]: r for r in rows if r["method"] != "dense"}
     records = []
     for file in files:
         data = _load_json(file)
         records.extend(data if isinstance(data, list) else data.get("records", []))
-    keyed: dict[tuple[str, int], dict[str, float]] = {}
+    ratios: dict[str, dict[str, float]] = {}
     for rec in records:
-        cell = next((c for c in by_cell if c in str(rec.get("artifact", ""))), None)
-        if cell is None:
+        artifact = str(rec.get("artifact", ""))
+        baseline = rec.get("baseline") or {}
+        ratio = (rec.get("ratio") or {}).get("latency_p50")
+        cell = next((c for c in by_cell if c in Path(artifact).name), None)
+        if cell is None or ratio is None or baseline.get("artifact") == artifact:
             continue
-        key = (str(rec.get("backend")), int(rec.get("batch_size", 0)))
-        keyed.setdefault(key, {})[cell] = float(rec["latency_ms"]["p50"])
-    ratios = {}
-    for (backend, batch), cells in keyed.items():
-        dense = [v for c, v in cells.items() if by_cell[c]["method"] == "dense"]
-        sparse = {c: v / dense[0] for c, v in cells.items() if by_cell[c]["method"] != "dense"}
-        if dense and sparse:
-            ratios[f"{backend}, batch {batch}"] = sparse
+        label = f"{rec.get('backend')} over {baseline.get('backend')}"
+        label += f", batch {rec.get('batch_size')}"
+        ratios.setdefault(label, {})[cell] = float(ratio)
     return ratios
 
 

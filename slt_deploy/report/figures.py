@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from slt_deploy.report.tables import Point, curves, dense_reference
 
@@ -62,7 +63,7 @@ def accuracy_vs_cost(
 ) -> Path:
     """Test accuracy against what deployment pays, each on a log axis so that 90-99.9%
     sparsity can be read: the fraction of weights kept, of multiply-adds kept (when the runs
-    recorded them), and p50 latency over the dense artifact's (per back-end and batch, when
+    recorded them), and p50 latency over the bench run's baseline (per back-end and batch, when
     bench records name the cells; `latency` maps a series to (method, ratio, accuracy))."""
     panels = ["weights"] + (["macs"] if all(p.macs_mean for p in points) else [])
     panels += ["latency"] if latency else []
@@ -78,7 +79,7 @@ def accuracy_vs_cost(
                     ax.plot([x for x, _ in xy], [100 * y for _, y in xy], marker="o",
                             label=f"{method}: {series}")  # fmt: skip
             ax.axvline(1.0, color="k", ls="--", lw=1)
-            ax.set(xscale="log", xlabel="p50 latency / dense p50 (log)")
+            ax.set(xlabel="p50 latency / baseline p50 (dense ONNX: 1)")
             ax.legend(fontsize="x-small")
         else:
             for method, curve in curves(points).items():
@@ -92,6 +93,8 @@ def accuracy_vs_cost(
             if dense:
                 ax.axhline(100 * dense.accuracy_mean, color="k", ls="--", lw=1, label="dense")
             ax.set(xscale="log", xlabel=labels[panel])
+            for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+                axis(FuncFormatter(lambda value, _: f"{value:g}"))
             ax.invert_xaxis()  # sparser to the right, as on the accuracy-sparsity plot
             ax.legend(fontsize="small")
         ax.set(ylabel="test accuracy (%)")

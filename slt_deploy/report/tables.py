@@ -175,12 +175,23 @@ def level_table(points: list[Point], levels: list[float]) -> list[list[str]]:
     return [header, *rows]
 
 
+COST_TOLERANCE = math.log(1.02)  # 2%, relative
+
+
 def accuracy_at_cost(curve: list[Point], cost: float, measure) -> float | None:
     """A method's mean accuracy at `cost` (a kept fraction), interpolated linearly in
     log(cost) between its two measured points around it; None outside its measured range
-    (no extrapolation: a curve can fall off a cliff just past its last point)."""
+    (no extrapolation: a curve can fall off a cliff just past its last point), except within
+    COST_TOLERANCE of an end point, which counts as that point (a ticket that kept 50.2% where
+    the other kept 50.0% is at the same cost)."""
     xy = sorted((math.log(measure(p)), p.accuracy_mean) for p in curve if measure(p))
-    x = math.log(cost)
+    if not xy:
+        return None
+    x, low, high = math.log(cost), xy[0][0], xy[-1][0]
+    if low - COST_TOLERANCE <= x < low:
+        x = low
+    elif high < x <= high + COST_TOLERANCE:
+        x = high
     for (x0, y0), (x1, y1) in itertools.pairwise(xy):
         if x0 <= x <= x1:
             return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
