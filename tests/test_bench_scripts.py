@@ -68,3 +68,24 @@ def test_gate_state_reads_a_run_directory(tmp_path):
     assert "| 1 |" in result.stdout and "| 2 |" in result.stdout
     for layer in ("fc1", "fc2", "fc3"):
         assert f"| {layer} |" in result.stdout, layer
+
+
+def test_accuracy_cost_sweeps_exports_benches_and_reports(mnist_dir, tmp_path):
+    """bench/accuracy_cost.py end to end on a small grid: every ticket as CSR against one dense
+    ONNX baseline, and the report's cost figure and equal-cost table."""
+    result = subprocess.run(
+        [PYTHON, str(ROOT / "bench" / "accuracy_cost.py"), "--out", str(tmp_path / "sweep"),
+         "--subset", "600", "--epochs", "1", "--val-split", "100", "--sparsities", "0.5,0.9",
+         "--min-seconds", "0.05", "--keep-table"],
+        capture_output=True, text=True, env={**cli_env(), "SLT_DEPLOY_DATA": str(mnist_dir.parent)},
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = json.loads((tmp_path / "sweep" / "bench" / "cpu.json").read_text())
+    assert [r["backend"] for r in records] == ["ort"] + ["torch-sparse"] * 4
+    assert all(r["baseline"]["artifact"] == records[0]["artifact"] for r in records)
+    markdown = (tmp_path / "sweep" / "results.md").read_text()
+    assert "![accuracy_vs_cost](accuracy_vs_cost.png)" in markdown
+    assert "| gates (stg) | 0.9 |" in markdown.split("## At equal deployed cost")[1]
+    assert "| edge-popup-s0.9-seed0 |" in result.stdout  # the printed CSR table
+    assert not (tmp_path / "sweep" / "cells").exists()  # --keep-table: what bench/results keeps
