@@ -237,6 +237,8 @@ def main() -> None:
         wanted = set(args.only.split(","))
         grid = [cell for cell in grid if cell[0] in wanted]
     if args.seeds:
+        if any("seed" in overrides for _, overrides in grid):
+            parser.error("--seeds would override a cell's own seed: give one or the other")
         grid = [
             (f"{label} s{seed}", {**overrides, "seed": int(seed)})
             for label, overrides in grid
