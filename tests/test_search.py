@@ -520,3 +520,26 @@ def test_multiply_adds_count_each_weight_at_its_output_positions():
     for name, value in positions.items():
         layers[name]["positions"] = value
     assert multiply_adds(layers) == (10 * 16 + 24 * 16 + 3, 108 * 16 + 24 * 16 + 12)
+
+
+def test_windup_reset_drops_the_ramps_integral_once_at_the_first_crossing():
+    """The integral built while the density lagged the moving target pushes it past the final
+    target after the ramp; with windup_reset it is dropped at that first crossing, once."""
+    from slt_deploy.search.sparsity import SparsityController
+
+    def trace(reset: bool) -> list[float]:
+        c = SparsityController.create(0.9, None, k_i=0.01, ramp=0.25, windup_reset=reset)
+        c.scale = 1.0
+        lams = []
+        # lagging above target through the ramp and after it, then below it, then above again
+        for step, density in enumerate([0.6] * 50 + [0.12] * 50 + [0.08] * 50 + [0.12] * 50):
+            c.update(density, density, step / 200)
+            lams.append(c.lam)
+        return lams
+
+    plain, reset = trace(False), trace(True)
+    assert plain[:100] == reset[:100]  # identical until the density first undershoots
+    assert plain[100] > 0.2  # without the reset the integral still pushes the density down
+    assert reset[100] == pytest.approx(-0.2 + 0.01 * -0.2)  # the P term and one step of I
+    # the second crossing (back above target) keeps the integral: a one-time reset
+    assert reset[150] == pytest.approx(reset[149] + 0.01 * 0.2 + 0.2 - -0.2)

@@ -73,6 +73,7 @@ class SearchConfig:
     l0: float | None = None
     controller_rate: float = 0.01
     sparsity_ramp: float = 0.35  # fraction of training over which the target density ramps down
+    windup_reset: bool = False  # controller: drop the integral at the first crossing after the ramp
     exact_target: bool = False  # gates: final mask keeps exactly round((1 − s) · n) weights
     epochs: int = 15
     batch_size: int = 128

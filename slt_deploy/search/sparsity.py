@@ -48,14 +48,21 @@ class SparsityController:
     integral: float = 0.0
     target_density: float | None = None
     start_density: float | None = None
+    windup_reset: bool = False
+    settled: bool = False  # the integral was reset (once) after the ramp
 
     @classmethod
     def create(
-        cls, target_sparsity: float | None, l0: float | None, k_i: float, ramp: float = 0.35
+        cls,
+        target_sparsity: float | None,
+        l0: float | None,
+        k_i: float,
+        ramp: float = 0.35,
+        windup_reset: bool = False,
     ) -> SparsityController:
         if target_sparsity is None:
             return cls(None, 0.0 if l0 is None else float(l0), k_i, ramp=ramp)
-        return cls(1.0 - target_sparsity, 0.0, k_i, ramp=ramp)
+        return cls(1.0 - target_sparsity, 0.0, k_i, ramp=ramp, windup_reset=windup_reset)
 
     @property
     def needs_scale(self) -> bool:
@@ -81,6 +88,9 @@ class SparsityController:
         weight = min(1.0, max(0.0, 2.0 * progress / self.ramp - 1.0)) if self.ramp > 0 else 1.0
         density = (1.0 - weight) * soft_density + weight * binary_density
         error = max(-1.0, min(1.0, (density - self.target_density) / self.target_density))
+        crossed = error * self.integral < 0  # the density is past the target the integral chased
+        if self.windup_reset and not self.settled and progress >= self.ramp and crossed:
+            self.integral, self.settled = 0.0, True
         self.integral += self.k_i * steps * error
         self.lam = (self.scale or 1.0) * (self.k_p * error + self.integral)
 
@@ -90,6 +100,7 @@ class SparsityController:
             "scale": self.scale,
             "integral": self.integral,
             "start_density": self.start_density,
+            "settled": self.settled,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -97,3 +108,4 @@ class SparsityController:
         self.scale = state["scale"]
         self.integral = float(state["integral"])
         self.start_density = state["start_density"]
+        self.settled = bool(state.get("settled", False))

@@ -273,6 +273,7 @@ def build_trainer(
         config.l0,
         config.controller_rate,
         ramp=config.sparsity_ramp,
+        windup_reset=config.windup_reset,
     )
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
