@@ -166,7 +166,7 @@ SEARCH_OPTIONS = {  # shared by `search` and `sweep`
         "--sigma-start",
         type=float,
         help="Fraction of training to wait before --sigma-final starts annealing σ "
-        "[0.5 for the default sharpened gates; 0 otherwise].",
+        "[0.35 for the default sharpened gates, with the sharpening; 0 otherwise].",
     ),
     "--gate-bound": click.option(
         "--gate-bound",
@@ -194,10 +194,17 @@ SEARCH_OPTIONS = {  # shared by `search` and `sweep`
     "--sharpen-start": click.option(
         "--sharpen-start",
         type=float,
-        default=0.5,
-        show_default=True,
-        help="Fraction of training to wait before --temperature-final starts sharpening. "
-        "Waiting past the sparsity ramp (0.35) keeps gates soft while the density still moves.",
+        help="Fraction of training to wait before --temperature-final starts sharpening, so "
+        "gates stay soft while the sparsity ramp still moves the density [0.35, where the "
+        "ramp ends, for the default sharpened gates; 0.5 otherwise].",
+    ),
+    "--windup-reset": click.option(
+        "--windup-reset/--no-windup-reset",
+        default=None,
+        help="--target-sparsity: drop the controller's integral once, when the density first "
+        "crosses the final target after the ramp; the push it built up chasing the moving "
+        "target otherwise overshoots and freezes (MNIST at 99%: 88.4% without, 96.1% with; "
+        "docs/search.md, 'Windup') [on for the default sharpened gates; off otherwise].",
     ),
     "--exact-target": click.option(
         "--exact-target/--no-exact-target",

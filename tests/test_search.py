@@ -430,7 +430,8 @@ def test_preset_sits_below_recipe_and_options(tmp_path):
     assert (config["init"], config["temperature_final"], config["lr"], config["sigma"]) == (
         "signed-constant", 0.05, 0.03, 0.25,
     )  # fmt: skip
-    assert (config["sigma_final"], config["sigma_start"], config["gate_bound"]) == (0.1, 0.5, 3.0)
+    assert (config["sigma_final"], config["sigma_start"], config["gate_bound"]) == (0.1, 0.35, 3.0)
+    assert (config["sharpen_start"], config["windup_reset"]) == (0.35, True)
     result = _cli("search", "--preset", "nonsense", "--out", str(tmp_path / "x"))
     assert result.returncode == 2 and "nonsense" in result.stderr
 
@@ -458,6 +459,7 @@ def test_presets_pin_sigma_so_they_do_not_follow_the_sharpened_defaults():
         resolved = resolve(SearchConfig(data="cifar10", model="conv4", **PRESETS.get(name)), 100)
         assert (resolved.sigma, resolved.lr, resolved.init) == (0.5, 0.01, "uniform")
         assert (resolved.sigma_final, resolved.gate_bound) == (0.5, 0.0)  # σ constant, unbounded
+        assert resolved.windup_reset is False
 
 
 def test_search_help_states_the_learning_rates_and_sigmas_the_defaults_resolve_to():
@@ -493,6 +495,14 @@ def test_search_help_states_the_learning_rates_and_sigmas_the_defaults_resolve_t
         assert resolved.sigma_start in stated(option_help("--sigma-start", "--gate-bound")), fields
         bound_help = option_help("--gate-bound", "--temperature-final")
         assert resolved.gate_bound in stated(bound_help), fields
+        start_help = help_text[help_text.index("--sharpen-start FLOAT") : help_text.index(
+            "--windup-reset /")]  # fmt: skip
+        assert resolved.sharpen_start in stated(start_help), fields
+        windup_help = help_text[help_text.index("--windup-reset /") : help_text.index(
+            "--exact-target /")]  # fmt: skip
+        assert ("[on for the default sharpened gates" in windup_help) and (
+            resolved.windup_reset == (resolved.temperature_final is not None)
+        ), fields
 
 
 def test_multiply_adds_count_each_weight_at_its_output_positions():

@@ -57,7 +57,7 @@ class SearchConfig:
     sigma_start: float | None = None  # fraction of training before σ anneals; None: default
     gate_bound: float | None = None  # stg: keep μ within τ ± this · σ; 0: unbounded; None: default
     temperature_final: float | None = None  # stg sharpening, cosine t 1 → this; None: default
-    sharpen_start: float = 0.5  # fraction of training before sharpening begins (t = 1 until then)
+    sharpen_start: float | None = None  # fraction of training before sharpening; None: default
     noise: str = "table"
     compile: bool | None = None  # None: compile the gate kernels when the run is long
     loss_temperature: str = "auto"  # auto: learned for mask methods, none for dense
@@ -73,7 +73,7 @@ class SearchConfig:
     l0: float | None = None
     controller_rate: float = 0.01
     sparsity_ramp: float = 0.35  # fraction of training over which the target density ramps down
-    windup_reset: bool = False  # controller: drop the integral at the first crossing after the ramp
+    windup_reset: bool | None = None  # drop the integral at the first crossing after the ramp
     exact_target: bool = False  # gates: final mask keeps exactly round((1 − s) · n) weights
     epochs: int = 15
     batch_size: int = 128
@@ -179,7 +179,7 @@ class SearchConfig:
                 raise SltError("--temperature-final sharpens stg gates (--method gates)")
         if not 0.0 < self.sparsity_ramp <= 1.0:
             raise SltError("--sparsity-ramp must lie in (0, 1]")
-        if not 0.0 <= self.sharpen_start < 1.0:
+        if self.sharpen_start is not None and not 0.0 <= self.sharpen_start < 1.0:
             raise SltError("--sharpen-start must lie in [0, 1)")
         if self.gate_bound is not None:
             if self.gate_bound < 0:

@@ -23,6 +23,7 @@ GATES_V1 = {
     "gate_bound": 0.0,  # unbounded
     "temperature_final": 1.0,
     "sharpen_start": 0.0,
+    "windup_reset": False,
     "loss_temperature": "learned",
     "exact_target": False,
 }

@@ -14,7 +14,7 @@ from torch import nn
 
 from slt_deploy.data import DataSpec
 from slt_deploy.search.config import SearchConfig
-from slt_deploy.search.defaults import default_sigma, default_sigma_start
+from slt_deploy.search.defaults import default_sharpen_start, default_sigma, default_sigma_start
 from slt_deploy.search.distributed import World, wrap
 from slt_deploy.search.methods import METHODS, Method, build_optimizer
 from slt_deploy.search.sparsity import SparsityController, control_interval
@@ -200,7 +200,8 @@ def annealed_temperature(config: SearchConfig, step: int, total_steps: int) -> f
     --temperature-final. Starting after the sparsity ramp keeps the gates soft while the
     controller still moves the density: gates that decide during the ramp stop receiving
     penalty gradient and the controller loses the target (docs/search.md)."""
-    return cosine_anneal(1.0, config.temperature_final, step, total_steps, config.sharpen_start)
+    start = default_sharpen_start(config) if config.sharpen_start is None else config.sharpen_start
+    return cosine_anneal(1.0, config.temperature_final, step, total_steps, start)
 
 
 def set_temperature_(model: nn.Module, temperature: float) -> None:
@@ -273,7 +274,7 @@ def build_trainer(
         config.l0,
         config.controller_rate,
         ramp=config.sparsity_ramp,
-        windup_reset=config.windup_reset,
+        windup_reset=bool(config.windup_reset),
     )
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
