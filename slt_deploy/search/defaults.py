@@ -85,7 +85,7 @@ def default_sigma(config: SearchConfig) -> float:
 
 
 def default_sigma_final(config: SearchConfig) -> float | None:
-    """Sharpened gates anneal σ over the sharpening half; elsewhere None (σ constant)."""
+    """Sharpened gates anneal σ over the sharpening span; elsewhere None (σ constant)."""
     return GATES.get(config.gate).sharpened_sigma_final if sharpening(config) else None
 
 
