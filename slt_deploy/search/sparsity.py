@@ -23,9 +23,11 @@ controller on the Lagrange multiplier. Each part was measured to be necessary:
   ~800 steps behind and then overshot.
 - `windup_reset` (the default for sharpened gates): the integral built while the density lagged
   the moving target is dropped once, at the first crossing of the final target after the ramp.
-  Without it, MNIST at 99% overshot to 99.18% and 99.32% on two seeds of three: λ stayed near +1,100
-  for two epochs past the crossing, the sharpened gates froze there, and the negative λ that
-  followed forced the wrong gates open (88.4% instead of 96.1%; docs/search.md, "Windup").
+  Without it, MNIST at 99% overshot to 99.18% and 99.32% on two seeds of three: on seed 0 λ
+  stayed near +1,100 for two epochs past the crossing and the sharpened gates froze at 99.36%;
+  the negative λ that followed (down to −1,000) reopened gates by the penalty's push, not the
+  loss's, and validation accuracy fell from 94.5% to 88.4% (96.1% with the reset;
+  docs/search.md, "Windup").
 - Updates come every `control_interval(total_steps)` steps (mask statistics are a pass over
   every gate): every step in short runs, every 10th in long ones.
 """
