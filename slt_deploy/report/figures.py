@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from slt_deploy.report.tables import Point, curves, dense_reference
 
@@ -93,8 +93,9 @@ def accuracy_vs_cost(
             if dense:
                 ax.axhline(100 * dense.accuracy_mean, color="k", ls="--", lw=1, label="dense")
             ax.set(xscale="log", xlabel=labels[panel])
-            for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
-                axis(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 1, 2, 5, 10, 20, ...
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.invert_xaxis()  # sparser to the right, as on the accuracy-sparsity plot
             ax.legend(fontsize="small")
         ax.set(ylabel="test accuracy (%)")
