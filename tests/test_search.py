@@ -553,3 +553,27 @@ def test_windup_reset_drops_the_ramps_integral_once_at_the_first_crossing():
     assert reset[100] == pytest.approx(-0.2 + 0.01 * -0.2)  # the P term and one step of I
     # the second crossing (back above target) keeps the integral: a one-time reset
     assert reset[150] == pytest.approx(reset[149] + 0.01 * 0.2 + 0.2 - -0.2)
+
+
+def test_a_run_checkpointed_before_a_setting_existed_resumes_with_the_old_behaviour(tmp_path):
+    """A checkpoint whose recorded settings predate --windup-reset ran without it: it resumes
+    when the old behaviour is asked for, and the new defaults are refused with a pointer to
+    config.json."""
+    from slt_deploy.checkpoint import load_checkpoint, save_checkpoint
+
+    out = tmp_path / "old"
+    old = ("--data", "digits", "--max-steps", "4", "--target-sparsity", "0.5", "--quiet",
+           "--sharpen-start", "0.5", "--sigma-start", "0.5", "--out", str(out))  # fmt: skip
+    assert _cli("search", *old, "--no-windup-reset").returncode == 0
+    checkpoint = out / "checkpoint.safetensors"
+    state = load_checkpoint(checkpoint)
+    recorded = json.loads(state["config"])
+    del recorded["windup_reset"]  # as an earlier version wrote it
+    state["config"] = json.dumps(recorded, sort_keys=True)
+    save_checkpoint(checkpoint, state)
+    resumed = _cli("search", *old, "--no-windup-reset", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    refused = _cli("search", *old[:-7], "--out", str(out), "--resume")
+    assert refused.returncode == 2
+    assert "(sharpen_start, sigma_start, windup_reset)" in refused.stderr
+    assert "config.json" in refused.stderr

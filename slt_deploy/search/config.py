@@ -40,6 +40,11 @@ def _has_type(value: object, annotation: str) -> bool:
 COMPILE_MIN_STEPS = 2000
 
 
+# Settings added after runs were first recorded, with the value that reproduces what those runs
+# did (a recorded config without the key ran without the feature).
+ADDED_SETTINGS = {"windup_reset": False}
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     model: str = "lenet-300-100"
@@ -108,6 +113,13 @@ class SearchConfig:
                     f"search setting {name}: expected {types[name]}, got {value!r}"[:200]
                 )
         return cls(**data)
+
+    @staticmethod
+    def recorded_key(saved: dict) -> dict:
+        """A replay key recorded by an earlier version, completed with the value each setting
+        added since then had in effect before it existed (ADDED_SETTINGS), so a run checkpointed
+        before an upgrade resumes when the same settings are given."""
+        return {**{k: v for k, v in ADDED_SETTINGS.items() if k not in saved}, **saved}
 
     def replay_key(self) -> dict:
         """The settings that must match for a checkpoint to be resumed (all that can change

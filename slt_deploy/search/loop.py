@@ -476,13 +476,14 @@ def _load_checkpoint(
 ) -> tuple[_State, list[dict]]:
     try:
         payload = load_checkpoint(path)
-        saved = json.loads(payload["config"])
+        saved = SearchConfig.recorded_key(json.loads(payload["config"]))
         current = config.replay_key()
         if saved != current:
             changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
             raise SltError(
                 f"--resume: settings differ from the run being resumed "
-                f"({', '.join(changed)}); resume with the same settings"
+                f"({', '.join(changed)}); resume with the same settings (its config.json "
+                f"records them; a default may have changed since)"
             )
         trainer.model.load_state_dict(payload["model"], strict=False)
         trainer.load_state_dict(payload["trainer"])
