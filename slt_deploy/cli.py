@@ -267,8 +267,10 @@ SEARCH_OPTIONS = {  # shared by `search` and `sweep`
         type=click.Choice(["weights", "flops"]),
         default="weights",
         show_default=True,
-        help="Channel gates: --target-sparsity is the fraction of weights (or of multiply-adds) "
-        "removed; each gate's penalty weighs what it removes.",
+        help="Gates: --target-sparsity is the fraction of weights (or of multiply-adds) removed; "
+        "each gate's penalty weighs what it removes. With flops a convolution's weight counts "
+        "once per output pixel, so gates prune where compute is (docs/search.md, 'Accuracy "
+        "against deployed cost').",
     ),
     "--target-scope": click.option(
         "--target-scope",

@@ -24,8 +24,12 @@ def print_summary(summary: dict, out: Path, console: Console | None = None) -> N
         head.add_row("validation accuracy", _pct(summary["val_accuracy"]))
     target = f"  (target {_pct(summary['target_sparsity'])})" if summary["target_sparsity"] else ""
     by_structure = summary.get("target_scope") == "structure"
+    by_macs = summary.get("cost") == "flops" and not summary.get("granularity", "").startswith(
+        "channel"
+    )  # unstructured --cost flops: the target is a fraction of multiply-adds
     head.add_row(
-        "sparsity (every zero)", _pct(summary["sparsity"]) + ("" if by_structure else target)
+        "sparsity (every zero)",
+        _pct(summary["sparsity"]) + ("" if by_structure or by_macs else target),
     )
     if summary.get("structured_sparsity") is not None:
         head.add_row(
@@ -39,8 +43,10 @@ def print_summary(summary: dict, out: Path, console: Console | None = None) -> N
         head.add_row(
             "multiply-adds kept",
             f"{summary['macs_kept']:,} / {summary['macs_total']:,} per sample "
-            f"({_pct(summary['macs_kept'] / summary['macs_total'])})",
-        )
+            f"({_pct(summary['macs_kept'] / summary['macs_total'])} kept"
+            + (f", {_pct(1 - summary['macs_kept'] / summary['macs_total'])} removed{target})"
+               if by_macs else ")"),
+        )  # fmt: skip
     if summary.get("undecided_gates") is not None:
         head.add_row("undecided gates (0 < ẑ < 1)", _pct(summary["undecided_gates"]))
     head.add_row("epochs / steps", f"{summary['epochs']} / {summary['steps']}")

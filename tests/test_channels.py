@@ -225,11 +225,24 @@ def test_structure_scope_penalises_channels_only_and_steers_the_removed_fraction
     assert float(every_zero) == pytest.approx(1 - summary["sparsity"], abs=1e-6)
 
 
+EDGE_POPUP_FLOPS = [
+    "--granularity",
+    "unstructured",
+    "--method",
+    "edge-popup",
+    "--target-sparsity",
+    "0.5",
+    "--cost",
+    "flops",
+]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (["--method", "edge-popup", "--target-sparsity", "0.5"], "is a gates search"),
-        (["--granularity", "unstructured", "--cost", "flops"], "--cost flops"),
+        (["--granularity", "2:4", "--cost", "flops"], "--cost flops"),
+        (EDGE_POPUP_FLOPS, "--cost flops"),
         (["--granularity", "unstructured", "--target-scope", "structure"], "--target-scope"),
     ],
 )

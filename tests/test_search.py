@@ -577,3 +577,19 @@ def test_a_run_checkpointed_before_a_setting_existed_resumes_with_the_old_behavi
     assert refused.returncode == 2
     assert "(sharpen_start, sigma_start, windup_reset)" in refused.stderr
     assert "config.json" in refused.stderr
+
+
+def test_cost_flops_makes_unstructured_gates_remove_multiply_adds(tmp_path):
+    """--cost flops: the target is the fraction of multiply-adds removed, so gates prune the
+    convolutions (64 output pixels per weight here) harder than the classifier."""
+    out = tmp_path / "flops"
+    done = _cli("search", "--model", "conv2", "--data", "digits", "--epochs", "30", "--quiet",
+                "--target-sparsity", "0.8", "--cost", "flops", "--out", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    removed = 1 - summary["macs_kept"] / summary["macs_total"]
+    assert summary["cost"] == "flops" and abs(removed - 0.8) < 0.02
+    assert summary["sparsity"] < 0.75  # fewer weights removed than multiply-adds
+    layers = summary["per_layer"]
+    assert layers["conv2"]["positions"] == 64 and layers["fc1"]["positions"] == 1
+    assert layers["conv2"]["sparsity"] > layers["fc1"]["sparsity"]

@@ -70,10 +70,14 @@ class GateSource(MaskSource):
     values are, exactly; no straight-through estimator), and part of the deployed mask.
     """
 
-    def __init__(self, gate: nn.Module, pattern: str = "unstructured") -> None:
+    def __init__(
+        self, gate: nn.Module, pattern: str = "unstructured", cost_weight: float = 1.0
+    ) -> None:
         super().__init__()
         self.gate = gate
         self.pattern = pattern
+        # what one kept weight costs: 1, or its output positions under --cost flops
+        self.cost_weight = cost_weight
 
     def eligible(self) -> torch.Tensor | None:
         if self.pattern != "2:4":

@@ -69,7 +69,7 @@ class SearchConfig:
     gate_init: float | None = None
     threshold: float = 0.5
     granularity: str = "unstructured"
-    cost: str = "weights"  # channel gates: what --target-sparsity removes a fraction of
+    cost: str = "weights"  # gates: what --target-sparsity removes a fraction of
     target_scope: str = "all"  # all: every zero counts; structure: only what shrinking drops
     init: str | None = None  # None: the method's default scheme
     init_gain: float | None = None
@@ -160,8 +160,10 @@ class SearchConfig:
             raise SltError(f"--granularity {self.granularity} is a gates search")
         if self.cost not in COSTS:
             raise SltError(f"--cost must be one of {', '.join(COSTS)}")
-        if self.cost != "weights" and not self.granularity.startswith("channel"):
-            raise SltError("--cost flops weighs channel gates: use it with --granularity channel")
+        if self.cost != "weights" and (self.method != "gates" or self.granularity == "2:4"):
+            raise SltError(
+                "--cost flops weighs gates (unstructured or channel): not edge-popup, dense or 2:4"
+            )
         if self.target_scope not in TARGET_SCOPES:
             raise SltError(f"--target-scope must be one of {', '.join(TARGET_SCOPES)}")
         if self.target_scope != "all" and not self.granularity.startswith("channel"):

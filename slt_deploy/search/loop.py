@@ -398,6 +398,7 @@ def _finish(
         "method": config.method,
         "gate": config.gate if config.method == "gates" else None,
         "granularity": config.granularity,
+        "cost": config.cost,
         "epochs": state.epoch,
         "steps": state.step,
         "wall_seconds": round(state.wall, 3),

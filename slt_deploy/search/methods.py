@@ -34,6 +34,7 @@ from slt_deploy.search.defaults import (
     default_lr,
     default_sigma,
 )
+from slt_deploy.search.stats import output_positions
 
 
 @dataclass(frozen=True)
@@ -98,12 +99,14 @@ class GatesMethod(Method):
             (m.weight.numel() for n, m in model.named_modules() if gateable(m, n)), default=0
         )
         noise = _shared_noise(gates, largest, config.seed)
+        # --cost flops: each gate weighs the multiply-adds its weight costs (stats.py)
+        positions = output_positions(model, input_shape) if config.cost == "flops" else {}
 
         def source(name: str, shape: tuple[int, ...]) -> MaskSource:
             pattern = (
                 "2:4" if config.granularity == "2:4" and supports_24(shape) else ("unstructured")
             )
-            return GateSource(family(shape, gates, noise), pattern)
+            return GateSource(family(shape, gates, noise), pattern, float(positions.get(name, 1)))
 
         return freeze_all_but_masks_(_masked(model, config, init, source), config.affine_bn)
 

@@ -162,7 +162,7 @@ def mask_state(model: nn.Module, expected: bool = False) -> MaskState | None:
             float(channel_density(sources, "soft")),
             n_gate_params(model),
         )
-    open_sum, kept, soft, total = 0.0, 0, 0.0, 0
+    open_sum, kept, soft, total, gates = 0.0, 0.0, 0.0, 0.0, 0
     for _, layer in masked_layers(model):
         source = layer.mask_source
         if not isinstance(source, GateSource):
@@ -171,15 +171,17 @@ def mask_state(model: nn.Module, expected: bool = False) -> MaskState | None:
         eligible = source.eligible()
         if eligible is not None:  # 2:4: only eligible gates can be open
             z_hat = z_hat * eligible
+        weight = source.cost_weight  # 1, or the weight's multiply-adds under --cost flops
         if expected:
-            open_sum += float(source.gate.open_probability().sum())
+            open_sum += weight * float(source.gate.open_probability().sum())
         # τ > 0, so ẑ·eligible > τ is exactly binary_mask(), without a second ẑ and sort
-        kept += int((z_hat > source.gate.config.threshold).sum())
-        soft += float(z_hat.sum())
-        total += z_hat.numel()
+        kept += weight * int((z_hat > source.gate.config.threshold).sum())
+        soft += weight * float(z_hat.sum())
+        total += weight * z_hat.numel()
+        gates += z_hat.numel()
     if total == 0:
         return None
-    return MaskState(open_sum / total if expected else None, kept / total, soft / total, total)
+    return MaskState(open_sum / total if expected else None, kept / total, soft / total, gates)
 
 
 def n_gate_params(model: nn.Module) -> int:
@@ -210,9 +212,18 @@ def add_penalty_grad_(model: nn.Module, lam: float) -> None:
             grad = grad.mul(lam).to(param.dtype)
             param.grad = grad if param.grad is None else param.grad.add_(grad)
         return
-    coefficient = lam / n_gate_params(model)
-    for gate in gate_families(model):
-        gate.add_penalty_grad_(coefficient)
+    sources = _gate_sources(model)
+    total = sum(s.cost_weight * s.gate.parameter.numel() for s in sources)
+    for source in sources:  # λ · Σ w · P(open) / Σ w: w = 1, or multiply-adds (--cost flops)
+        source.gate.add_penalty_grad_(lam * source.cost_weight / total)
+
+
+def _gate_sources(model: nn.Module) -> list[GateSource]:
+    return [
+        layer.mask_source
+        for _, layer in masked_layers(model)
+        if isinstance(layer.mask_source, GateSource) and layer.mask_source.gate is not None
+    ]
 
 
 def penalty_balance(model: nn.Module) -> float:
@@ -227,6 +238,9 @@ def penalty_balance(model: nn.Module) -> float:
     if channel_sources(model):
         pen = sum(float(grad.float().square().sum()) for _, grad in _channel_penalty_grads(model))
         return (ce**0.5) / max(pen**0.5, 1e-30)
-    pen = sum(float(g.open_probability_grad().square().sum()) for g in gates)
-    total = sum(g.parameter.numel() for g in gates)
+    sources = _gate_sources(model)
+    pen = sum(
+        s.cost_weight**2 * float(s.gate.open_probability_grad().square().sum()) for s in sources
+    )
+    total = sum(s.cost_weight * s.gate.parameter.numel() for s in sources)
     return (ce**0.5) / max((pen**0.5) / total, 1e-30)
