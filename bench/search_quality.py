@@ -174,8 +174,10 @@ def run_cell(args: tuple[str, dict, dict]) -> dict:
 
 
 def print_table(results: list[dict]) -> None:
-    print("| run | val accuracy | test accuracy | sparsity | undecided | kept / total | wall s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    macs = all(r.get("macs_total") for r in results)  # runs recorded since they exist
+    print("| run | val accuracy | test accuracy | sparsity | undecided | kept / total | wall s |"
+          + (" multiply-adds kept |" if macs else ""))  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if macs else ""))
     for r in results:
         val = "–" if r.get("val_accuracy") is None else f"{100 * r['val_accuracy']:.2f}%"
         undecided = r.get("undecided_gates")
@@ -184,6 +186,7 @@ def print_table(results: list[dict]) -> None:
             f"| {r['label']} | {val} | {100 * r['test_accuracy']:.2f}% "
             f"| {100 * r['sparsity']:.2f}% | {undecided} "
             f"| {r['params_kept']:,} / {r['params_total']:,} | {r['wall_seconds']:.0f} |"
+            + (f" {100 * r['macs_kept'] / r['macs_total']:.2f}% |" if macs else "")
         )
 
 
