@@ -40,13 +40,13 @@ def print_summary(summary: dict, out: Path, console: Console | None = None) -> N
         "kept / total weights", f"{summary['params_kept']:,} / {summary['params_total']:,}"
     )
     if summary.get("macs_total"):
+        kept = summary["macs_kept"] / summary["macs_total"]
+        removed = f", {_pct(1 - kept)} removed{target})" if by_macs else ")"
         head.add_row(
             "multiply-adds kept",
             f"{summary['macs_kept']:,} / {summary['macs_total']:,} per sample "
-            f"({_pct(summary['macs_kept'] / summary['macs_total'])} kept"
-            + (f", {_pct(1 - summary['macs_kept'] / summary['macs_total'])} removed{target})"
-               if by_macs else ")"),
-        )  # fmt: skip
+            f"({_pct(kept)} kept{removed}",
+        )
     if summary.get("undecided_gates") is not None:
         head.add_row("undecided gates (0 < ẑ < 1)", _pct(summary["undecided_gates"]))
     head.add_row("epochs / steps", f"{summary['epochs']} / {summary['steps']}")

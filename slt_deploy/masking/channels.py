@@ -79,6 +79,13 @@ class ChannelGroup:
         return per_gate.repeat_interleave(self.head_dim).repeat(3)
 
 
+def output_positions(conv: bool, out_shape: tuple[int, ...]) -> int:
+    """How many output positions each weight of a layer is applied at for one sample: H·W
+    for a convolution, tokens for a linear layer on a sequence, 1 otherwise (its multiply-adds
+    per weight). `out_shape` is the layer's output shape, batch first."""
+    return math.prod(out_shape[2:]) if conv else math.prod(out_shape[1:-1])
+
+
 @dataclass(frozen=True)
 class LayerShape:
     """What a gated layer costs: its weight count and the output positions each weight is
@@ -148,11 +155,7 @@ def channel_plan(model: nn.Module, input_shape: tuple[int, ...]) -> ChannelPlan:
             continue
         module = modules[node.target]
         out_shape = node.meta["tensor_meta"].shape
-        positions = (
-            math.prod(out_shape[2:])
-            if isinstance(module, nn.Conv2d)
-            else (math.prod(out_shape[1:-1]) if len(out_shape) > 2 else 1)
-        )
+        positions = output_positions(isinstance(module, nn.Conv2d), tuple(out_shape))
         shapes[node.target] = LayerShape(module.weight.numel(), int(positions))
         group = _follow(node, module, modules)
         if isinstance(group, ChannelGroup):

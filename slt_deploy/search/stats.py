@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from slt_deploy.masking.layers import MaskedLayer, gate_families, masked_layers
+from slt_deploy.masking import channels
+from slt_deploy.masking.layers import MaskedConv2d, gate_families, masked_layers
 from slt_deploy.masking.sources import ChannelSource, GateSource
 
 HISTOGRAM_BINS = 10
@@ -39,9 +39,9 @@ def per_layer_sparsity(model: nn.Module) -> dict[str, dict]:
 
 @torch.no_grad()
 def output_positions(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Per weight layer (masked, or Linear/Conv2d of a dense model): how many output positions
-    each of its weights is applied at for one sample (H·W for a convolution, tokens for a
-    linear layer on a sequence, 1 otherwise), from the shapes of one real forward pass."""
+    """Per weight layer (masked, or Linear/Conv2d of a dense model): the output positions each
+    of its weights is applied at for one sample (channels.output_positions), from the shapes
+    of one real forward pass."""
     layers = dict(masked_layers(model)) or {
         name: m for name, m in model.named_modules() if isinstance(m, nn.Linear | nn.Conv2d)
     }
@@ -49,13 +49,12 @@ def output_positions(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str
 
     def record(name: str, conv: bool):
         def hook(module, inputs, output) -> None:
-            shape = output.shape[2:] if conv else output.shape[1:-1]
-            positions[name] = math.prod(shape)
+            positions[name] = channels.output_positions(conv, tuple(output.shape))
 
         return hook
 
     handles = [
-        layer.register_forward_hook(record(name, layer_is_conv(layer)))
+        layer.register_forward_hook(record(name, isinstance(layer, nn.Conv2d | MaskedConv2d)))
         for name, layer in layers.items()
     ]
     was_training = model.training
@@ -67,12 +66,6 @@ def output_positions(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str
             handle.remove()
         model.train(was_training)
     return positions
-
-
-def layer_is_conv(layer: nn.Module) -> bool:
-    return isinstance(layer, nn.Conv2d) or (
-        isinstance(layer, MaskedLayer) and layer.frozen_weight.dim() == 4
-    )
 
 
 def multiply_adds(layers: dict[str, dict]) -> tuple[int, int]:
