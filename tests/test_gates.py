@@ -65,15 +65,29 @@ def test_compiled_kernels_match_the_eager_maths():
     pre_clip = torch.rand(1000, generator=generator) * 1.6 - 0.3
     fused = compiled()
     with torch.no_grad():
-        assert torch.allclose(
-            fused["backward"](grad, weight, pre_clip), EAGER["backward"](grad, weight, pre_clip)
-        )
+        for scale in (1.0, 4.0):  # 1/t: plain and sharpened gates
+            assert torch.allclose(
+                fused["backward"](grad, weight, pre_clip, scale),
+                EAGER["backward"](grad, weight, pre_clip, scale),
+            )
         coef = torch.tensor(0.37)
-        assert torch.allclose(
-            fused["penalty"](grad, mean, coef, 0.5),
-            EAGER["penalty"](grad, mean, coef, 0.5),
-            atol=1e-6,
-        )
+        for offset in (0.0, -0.3):  # τ(t − 1)
+            assert torch.allclose(
+                fused["penalty"](grad, mean, coef, 0.5, offset),
+                EAGER["penalty"](grad, mean, coef, 0.5, offset),
+                atol=1e-6,
+            )
+
+
+def test_small_layers_run_the_eager_kernels_large_ones_the_compiled():
+    """A compiled call's fixed cost outweighs the fusion below CPU_COMPILE_FROM elements
+    (bench/results/gate_kernels.txt); --no-compile is eager at every size."""
+    from slt_deploy.masking.kernels import CPU_COMPILE_FROM, EAGER, compiled, kernel
+
+    for name, smallest in CPU_COMPILE_FROM.items():
+        assert kernel(name, torch.zeros(smallest - 1), True) is EAGER[name]
+        assert kernel(name, torch.zeros(smallest), True) is compiled()[name]
+        assert kernel(name, torch.zeros(smallest), False) is EAGER[name]
 
 
 def _assert_penalty_grad_is_autograds(gate, low: float, high: float, coefficient: float,

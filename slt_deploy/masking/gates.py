@@ -9,12 +9,13 @@ The deployed mask is always `binary_mask = ẑ > τ`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from slt_deploy.masking.kernels import kernels, stg_forward
+from slt_deploy.masking.kernels import kernel, stg_forward
 from slt_deploy.registry import Registry
 
 
@@ -127,8 +128,8 @@ class NoiseTable:
 
 
 class _StgMaskedWeight(torch.autograd.Function):
-    """W ⊙ clip(μ + σε, 0, 1) and its exact gradient (1 inside (0, 1), 0 where clipped: no
-    straight-through), the gradient as one fused pointwise kernel (kernels.py)."""
+    """W ⊙ clip(τ + (μ − τ + σε)/t, 0, 1) and its exact gradient (1/t inside (0, 1), 0 where
+    clipped: no straight-through), the gradient as one fused pointwise kernel (kernels.py)."""
 
     @staticmethod
     def forward(
@@ -137,19 +138,22 @@ class _StgMaskedWeight(torch.autograd.Function):
         weight: torch.Tensor,
         noise: torch.Tensor,
         sigma: float,
-        ops: dict,
+        temperature: float,
+        threshold: float,
+        backward: Callable,
     ) -> torch.Tensor:
-        masked, pre_clip = stg_forward(gate_mean, weight, noise, sigma)
+        masked, pre_clip = stg_forward(gate_mean, weight, noise, sigma, temperature, threshold)
         ctx.save_for_backward(weight, pre_clip)
-        ctx.ops = ops
+        ctx.backward, ctx.scale = backward, 1.0 / temperature
         return masked
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         weight, pre_clip = ctx.saved_tensors
-        grad_mean = ctx.ops["backward"](grad.reshape(-1), weight.reshape(-1), pre_clip.reshape(-1))
+        flat = (grad.reshape(-1), weight.reshape(-1), pre_clip.reshape(-1))
+        grad_mean = ctx.backward(*flat, ctx.scale)
         # channels-last parameters get their own strides back in trainer.to_channels_last
-        return grad_mean.view(weight.shape), None, None, None, None
+        return grad_mean.view(weight.shape), None, None, None, None, None, None
 
 
 @GATES.register("stg")
@@ -194,10 +198,14 @@ class StochasticGate(GateFamily):
         tau = self.config.threshold
         return (self.gate_mean - tau) * (1.0 / t) + tau, self.config.sigma / t
 
-    def _open_argument(self) -> torch.Tensor:
-        """a = μ − τ + τt, with P(open) = Φ(a/σ) (a = μ at t = 1)."""
+    def _open_offset(self) -> float:
+        """a − μ for a = μ − τ + τt, with P(open) = Φ(a/σ) (0 at t = 1)."""
         t = self.temperature
-        return self.gate_mean if t == 1.0 else self.gate_mean + self.config.threshold * (t - 1.0)
+        return 0.0 if t == 1.0 else self.config.threshold * (t - 1.0)
+
+    def _open_argument(self) -> torch.Tensor:
+        offset = self._open_offset()
+        return self.gate_mean if offset == 0.0 else self.gate_mean + offset
 
     def _draw(self) -> torch.Tensor:
         table = self.noise_table
@@ -221,18 +229,25 @@ class StochasticGate(GateFamily):
         return density.mul_(1.0 / (sigma * math.sqrt(2.0 * math.pi)))
 
     def masked_weight(self, weight: torch.Tensor) -> torch.Tensor:
-        ops = kernels(self.config.compile)
-        mean, sigma = self._effective()
-        return _StgMaskedWeight.apply(mean, weight, self._draw(), sigma, ops)
+        c = self.config
+        backward = kernel("backward", self.gate_mean, c.compile)
+        return _StgMaskedWeight.apply(
+            self.gate_mean, weight, self._draw(), c.sigma, self.temperature, c.threshold, backward
+        )
 
     def add_penalty_grad_(self, coefficient: float) -> None:
-        ops = kernels(self.config.compile)
         mean = self.gate_mean
+        penalty = kernel("penalty", mean, self.config.compile)
         grad = mean.grad if mean.grad is not None else torch.zeros_like(mean)
         coef = torch.tensor(coefficient, dtype=mean.dtype, device=mean.device)
         with torch.no_grad():
-            argument = self._open_argument().detach().reshape(-1)
-            flat = ops["penalty"](grad.reshape(-1), argument, coef, self.config.sigma)
+            flat = penalty(
+                grad.reshape(-1),
+                mean.detach().reshape(-1),
+                coef,
+                self.config.sigma,
+                self._open_offset(),
+            )
         mean.grad = flat.view(mean.shape)
 
     def deterministic_gate(self) -> torch.Tensor:

@@ -2,9 +2,11 @@
 
 A gate step on CPU is a dozen elementwise passes over every weight; eager PyTorch runs each
 as its own loop, and together they cost more than the matmuls. Measured per kernel on 235k
-gates, 1 thread (bench/step_cost.py has the whole-step figures):
-- backward (clip gradient: compare, compare, and, multiply, select): 2.1 ms eager, 0.4 fused;
-- penalty gradient (square, scale, exp, scale, add): 1.0 ms eager, 0.6 fused;
+gates, 2 threads (bench/gate_kernels.py; bench/step_cost.py has the whole-step figures):
+- backward (clip gradient: compare, compare, and, multiply, select): 0.68 ms eager, 0.13 fused;
+- penalty gradient (add, square, scale, exp, scale, add): 0.37 ms eager, 0.27 fused;
+- small layers run eagerly: below ~16k (backward) and ~130k (penalty) gates the ~50 us that
+  a compiled call costs in guards and dispatch outweighs the fusion;
 - forward with a noise window: no gain from fusing (0.3 ms either way), so it stays eager;
   drawing the noise inside a compiled kernel was 6x *slower* than a noise table (inductor's
   CPU randn is scalar Philox + Box–Muller).
@@ -26,24 +28,45 @@ import torch
 
 
 def stg_forward(
-    gate_mean: torch.Tensor, weight: torch.Tensor, noise: torch.Tensor, sigma: float
+    gate_mean: torch.Tensor,
+    weight: torch.Tensor,
+    noise: torch.Tensor,
+    sigma: float,
+    temperature: float = 1.0,
+    threshold: float = 0.5,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W ⊙ clip(μ + σε, 0, 1), μ + σε)."""
-    pre_clip = torch.add(gate_mean, noise, alpha=sigma)
+    """(W ⊙ clip(z̃, 0, 1), z̃) with z̃ = τ + (μ − τ)/t + (σ/t)ε (z̃ = μ + σε at t = 1).
+
+    In place on one fresh tensor and outside autograd: the sharpened gate as an autograd
+    graph of its own (sub, mul, add and their backward) cost 12% of a LeNet step."""
+    if temperature == 1.0:
+        pre_clip = torch.add(gate_mean, noise, alpha=sigma)
+    else:
+        pre_clip = gate_mean.sub(threshold).mul_(1.0 / temperature).add_(threshold)
+        pre_clip.add_(noise, alpha=sigma / temperature)
     return weight * pre_clip.clamp(0.0, 1.0), pre_clip
 
 
-def stg_backward(grad: torch.Tensor, weight: torch.Tensor, pre_clip: torch.Tensor) -> torch.Tensor:
-    """∂L/∂μ = ∂L/∂W_eff ⊙ W inside (0, 1), 0 where the clip is active (exact, no STE)."""
-    return torch.where((pre_clip > 0.0) & (pre_clip < 1.0), grad * weight, 0.0)
+def stg_backward(
+    grad: torch.Tensor, weight: torch.Tensor, pre_clip: torch.Tensor, scale: float = 1.0
+) -> torch.Tensor:
+    """∂L/∂μ = ∂L/∂W_eff ⊙ W / t inside (0, 1), 0 where the clip is active (exact, no STE);
+    `scale` is 1/t."""
+    return torch.where((pre_clip > 0.0) & (pre_clip < 1.0), grad * weight * scale, 0.0)
 
 
 def stg_penalty_grad(
-    grad: torch.Tensor, gate_mean: torch.Tensor, coefficient: torch.Tensor, sigma: float
+    grad: torch.Tensor,
+    gate_mean: torch.Tensor,
+    coefficient: torch.Tensor,
+    sigma: float,
+    offset: float = 0.0,
 ) -> torch.Tensor:
-    """grad + coefficient · dΦ(μ/σ)/dμ, with dΦ(μ/σ)/dμ = exp(−μ²/2σ²) / (σ√(2π))."""
+    """grad + coefficient · dΦ(a/σ)/dμ, with a = μ + offset (τ(t − 1) when sharpened) and
+    dΦ(a/σ)/dμ = exp(−a²/2σ²) / (σ√(2π))."""
     scale = 1.0 / (sigma * math.sqrt(2.0 * math.pi))
-    return grad + coefficient * scale * torch.exp(gate_mean * gate_mean * (-0.5 / sigma**2))
+    argument = gate_mean + offset
+    return grad + coefficient * scale * torch.exp(argument * argument * (-0.5 / sigma**2))
 
 
 EAGER: dict[str, Callable] = {"backward": stg_backward, "penalty": stg_penalty_grad}
@@ -56,10 +79,12 @@ def compiled() -> dict[str, Callable]:
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         fused = {name: torch.compile(fn, dynamic=True) for name, fn in EAGER.items()}
-        a, b, c = torch.zeros(8), torch.ones(8), torch.full((8,), 0.5)
+        # the example's size is the hint inductor decides parallelism by: a tiny one (8)
+        # compiled a single-threaded loop for every size (2 threads: no faster than 1)
+        a, b, c = torch.zeros(1 << 20), torch.ones(1 << 20), torch.full((1 << 20,), 0.5)
         with torch.no_grad():  # as they are called: in backward and after it
-            fused["backward"](a, b, c)  # compile now, so a failure shows here, not mid-run
-            fused["penalty"](a, c, torch.zeros(()), 0.5)
+            fused["backward"](a, b, c, 1.0)  # compile now: a failure shows here, not mid-run
+            fused["penalty"](a, c, torch.zeros(()), 0.5, 0.0)
         return fused
     except Exception as exc:  # a missing compiler surfaces as many exception types
         warnings.warn(
@@ -70,5 +95,14 @@ def compiled() -> dict[str, Callable]:
         return EAGER
 
 
-def kernels(use_compiled: bool) -> dict[str, Callable]:
-    return compiled() if use_compiled else EAGER
+# Fewest elements from which the compiled kernel beats eager on CPU: a compiled call costs
+# ~50 us of guards and dispatch whatever its size (bench/results/gate_kernels.txt). On CUDA
+# every call is compiled: one launch instead of five.
+CPU_COMPILE_FROM = {"backward": 1 << 14, "penalty": 1 << 17}
+
+
+def kernel(name: str, tensor: torch.Tensor, use_compiled: bool) -> Callable:
+    """The `name` kernel for gates shaped like `tensor`: compiled where that measured faster."""
+    if use_compiled and (tensor.device.type != "cpu" or tensor.numel() >= CPU_COMPILE_FROM[name]):
+        return compiled()[name]
+    return EAGER[name]
