@@ -79,17 +79,6 @@ def test_compiled_kernels_match_the_eager_maths():
             )
 
 
-def test_small_layers_run_the_eager_kernels_large_ones_the_compiled():
-    """A compiled call's fixed cost outweighs the fusion below CPU_COMPILE_FROM elements
-    (bench/results/gate_kernels.txt); --no-compile is eager at every size."""
-    from slt_deploy.masking.kernels import CPU_COMPILE_FROM, EAGER, compiled, kernel
-
-    for name, smallest in CPU_COMPILE_FROM.items():
-        assert kernel(name, torch.zeros(smallest - 1), True) is EAGER[name]
-        assert kernel(name, torch.zeros(smallest), True) is compiled()[name]
-        assert kernel(name, torch.zeros(smallest), False) is EAGER[name]
-
-
 def _assert_penalty_grad_is_autograds(gate, low: float, high: float, coefficient: float,
                                       atol: float) -> None:  # fmt: skip
     """The analytic penalty gradient (add_penalty_grad_) equals autograd's through P(open)."""

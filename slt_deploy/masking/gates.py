@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from slt_deploy.masking.kernels import kernel, stg_forward
+from slt_deploy.masking.kernels import kernels, stg_forward
 from slt_deploy.registry import Registry
 
 
@@ -230,14 +230,14 @@ class StochasticGate(GateFamily):
 
     def masked_weight(self, weight: torch.Tensor) -> torch.Tensor:
         c = self.config
-        backward = kernel("backward", self.gate_mean, c.compile)
+        backward = kernels(c.compile)["backward"]
         return _StgMaskedWeight.apply(
             self.gate_mean, weight, self._draw(), c.sigma, self.temperature, c.threshold, backward
         )
 
     def add_penalty_grad_(self, coefficient: float) -> None:
         mean = self.gate_mean
-        penalty = kernel("penalty", mean, self.config.compile)
+        penalty = kernels(self.config.compile)["penalty"]
         grad = mean.grad if mean.grad is not None else torch.zeros_like(mean)
         coef = torch.tensor(coefficient, dtype=mean.dtype, device=mean.device)
         with torch.no_grad():

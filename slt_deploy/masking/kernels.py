@@ -5,8 +5,8 @@ as its own loop, and together they cost more than the matmuls. Measured per kern
 gates, 2 threads (bench/gate_kernels.py; bench/step_cost.py has the whole-step figures):
 - backward (clip gradient: compare, compare, and, multiply, select): 0.68 ms eager, 0.13 fused;
 - penalty gradient (add, square, scale, exp, scale, add): 0.37 ms eager, 0.27 fused;
-- small layers run eagerly: below ~16k (backward) and ~130k (penalty) gates the ~50 us that
-  a compiled call costs in guards and dispatch outweighs the fusion;
+- below ~16k (backward) and ~130k (penalty) gates the ~50 us a compiled call costs in guards
+  and dispatch outweighs the fusion; they stay compiled all the same (`kernels`);
 - forward with a noise window: no gain from fusing (0.3 ms either way), so it stays eager;
   drawing the noise inside a compiled kernel was 6x *slower* than a noise table (inductor's
   CPU randn is scalar Philox + Box–Muller).
@@ -95,14 +95,9 @@ def compiled() -> dict[str, Callable]:
         return EAGER
 
 
-# Fewest elements from which the compiled kernel beats eager on CPU: a compiled call costs
-# ~50 us of guards and dispatch whatever its size (bench/results/gate_kernels.txt). On CUDA
-# every call is compiled: one launch instead of five.
-CPU_COMPILE_FROM = {"backward": 1 << 14, "penalty": 1 << 17}
-
-
-def kernel(name: str, tensor: torch.Tensor, use_compiled: bool) -> Callable:
-    """The `name` kernel for gates shaped like `tensor`: compiled where that measured faster."""
-    if use_compiled and (tensor.device.type != "cpu" or tensor.numel() >= CPU_COMPILE_FROM[name]):
-        return compiled()[name]
-    return EAGER[name]
+def kernels(use_compiled: bool) -> dict[str, Callable]:
+    """The compiled kernels, at every layer size. Below ~16k gates (backward) and ~130k
+    (penalty) eager ones measured faster (bench/results/gate_kernels.txt: a compiled call costs
+    ~50 us of guards and dispatch), but they round differently in the last bit, so a search
+    would no longer repeat the recorded runs bit for bit; on LeNet they would save ~2% of a step."""
+    return compiled() if use_compiled else EAGER
