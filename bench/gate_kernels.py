@@ -33,6 +33,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument(
+        "--sizes", default=",".join(map(str, SIZES)), help="gate counts, comma-separated"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)  # before compiling: inductor plans its threads then
     fused = compiled()
@@ -40,7 +43,7 @@ def main() -> None:
     print("| kernel | elements | eager us | compiled us | eager / compiled |")
     print("|---|---:|---:|---:|---:|")
     for name in EAGER:
-        for n in SIZES:
+        for n in (int(v) for v in args.sizes.split(",")):
             inputs = arguments(name, n)
             times: dict[str, list[float]] = {"eager": [], "compiled": []}
             reps = max(5, 1_000_000 // n)

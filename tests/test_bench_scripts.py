@@ -89,3 +89,16 @@ def test_accuracy_cost_sweeps_exports_benches_and_reports(mnist_dir, tmp_path):
     assert "| gates (stg) | 0.9 |" in markdown.split("## At equal deployed cost")[1]
     assert "| edge-popup-s0.9-seed0 |" in result.stdout  # the printed CSR table
     assert not (tmp_path / "sweep" / "cells").exists()  # --keep-table: what bench/results keeps
+
+
+def test_gate_kernels_times_eager_against_compiled_at_every_size():
+    """bench/gate_kernels.py compiles the kernels and times both at each size it is given."""
+    done = subprocess.run(
+        [PYTHON, str(ROOT / "bench" / "gate_kernels.py"), "--rounds", "1", "--threads", "1",
+         "--sizes", "1000,20000"],
+        capture_output=True, text=True, env=cli_env(), timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| backward |")
+            or line.startswith("| penalty |")]  # fmt: skip
+    assert [row.split("|")[2].strip() for row in rows] == ["1,000", "20,000"] * 2
