@@ -206,7 +206,7 @@ def add_penalty_grad_(model: nn.Module, lam: float) -> None:
             param.grad = grad if param.grad is None else param.grad.add_(grad)
         return
     sources = _gate_sources(model)
-    total = sum(s.cost_weight * s.gate.parameter.numel() for s in sources)
+    total = _weighted_count(sources)
     for source in sources:  # λ · Σ w · P(open) / Σ w: w = 1, or multiply-adds (--cost flops)
         source.gate.add_penalty_grad_(lam * source.cost_weight / total)
 
@@ -217,6 +217,11 @@ def _gate_sources(model: nn.Module) -> list[GateSource]:
         for _, layer in masked_layers(model)
         if isinstance(layer.mask_source, GateSource) and layer.mask_source.gate is not None
     ]
+
+
+def _weighted_count(sources: list[GateSource]) -> float:
+    """Σ w over every gate: the penalty's normaliser (the number of gates when every w = 1)."""
+    return sum(s.cost_weight * s.gate.parameter.numel() for s in sources)
 
 
 def penalty_balance(model: nn.Module) -> float:
@@ -235,5 +240,4 @@ def penalty_balance(model: nn.Module) -> float:
     pen = sum(
         s.cost_weight**2 * float(s.gate.open_probability_grad().square().sum()) for s in sources
     )
-    total = sum(s.cost_weight * s.gate.parameter.numel() for s in sources)
-    return (ce**0.5) / max((pen**0.5) / total, 1e-30)
+    return (ce**0.5) / max((pen**0.5) / _weighted_count(sources), 1e-30)
