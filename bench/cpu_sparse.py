@@ -19,7 +19,7 @@ from pathlib import Path
 from slt_deploy.bench.run import BenchRequest, bench
 from slt_deploy.bench.runners import RunnerOptions
 from slt_deploy.bench.timing import TimingPolicy
-from slt_deploy.export import export
+from slt_deploy.export import ExportRequest, export
 from slt_deploy.search.config import SearchConfig
 from slt_deploy.search.loop import search
 
@@ -51,7 +51,7 @@ def main() -> None:
         dense = out / "dense.onnx"
         sparse = out / "sparse.csr.safetensors"
         for path, fmt in ((dense, "onnx"), (sparse, "csr")):
-            export(out / "run", fmt, path, sparsity=args.sparsity)
+            export(ExportRequest(out / "run", fmt, path, sparsity=args.sparsity))
         request = BenchRequest(
             artifacts=(str(dense), str(sparse)),
             batch_sizes=(1, 32),

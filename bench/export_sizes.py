@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from slt_deploy.evaluate import evaluate_artifact
-from slt_deploy.export import export
+from slt_deploy.export import ExportRequest, export
 from slt_deploy.search.ticket import load_ticket
 
 
@@ -29,12 +29,20 @@ def main() -> None:
         out = Path(tmp)
         reports = {
             "onnx (dense, mask folded)": export(
-                args.run, "onnx", out / "m.onnx", data=data, data_dir=data_dir
+                ExportRequest(args.run, "onnx", out / "m.onnx", data=data, data_dir=data_dir)
             ),
-            "csr": export(args.run, "csr", out / "m.csr.safetensors", data=data, data_dir=data_dir),
-            "slt": export(args.run, "slt", out / "m.slt", data=data, data_dir=data_dir),
+            "csr": export(
+                ExportRequest(
+                    args.run, "csr", out / "m.csr.safetensors", data=data, data_dir=data_dir
+                )
+            ),
+            "slt": export(
+                ExportRequest(args.run, "slt", out / "m.slt", data=data, data_dir=data_dir)
+            ),
         }
-        rebuilt = export(out / "m.slt", "onnx", out / "rebuilt.onnx", data=data, data_dir=data_dir)
+        rebuilt = export(
+            ExportRequest(out / "m.slt", "onnx", out / "rebuilt.onnx", data=data, data_dir=data_dir)
+        )
         artifacts = {
             "onnx (dense, mask folded)": out / "m.onnx",
             "csr": out / "m.csr.safetensors",

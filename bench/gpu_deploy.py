@@ -208,7 +208,7 @@ def resnet_rows(args, device: str, work: Path) -> list[dict]:
     from slt_deploy.bench.run import BenchRequest, bench
     from slt_deploy.bench.runners import RunnerOptions
     from slt_deploy.bench.timing import TimingPolicy
-    from slt_deploy.export import export
+    from slt_deploy.export import ExportRequest, export
     from slt_deploy.search.config import SearchConfig
     from slt_deploy.search.loop import search
 
@@ -227,8 +227,8 @@ def resnet_rows(args, device: str, work: Path) -> list[dict]:
     )
     search(config, run, progress=False)
     dense, shrunk = work / "r18.unshrunk.onnx", work / "r18.shrunk.onnx"
-    export(run, "onnx", dense, shrink=False)
-    report = export(run, "onnx", shrunk)
+    export(ExportRequest(run, "onnx", dense, shrink=False))
+    report = export(ExportRequest(run, "onnx", shrunk))
     records = bench(
         BenchRequest(
             artifacts=(str(dense), str(shrunk)),

@@ -72,20 +72,20 @@ def ticket(name: str, fields: dict, work: Path, epochs: int, subset: int) -> Pat
 
 
 def artifacts(run: Path, work: Path, name: str, channel: bool) -> dict[str, Path]:
-    from slt_deploy.export import export
+    from slt_deploy.export import ExportRequest, export
     from slt_deploy.export.targets import load_target
 
     out = {}
     if channel:
         out["fp32 unshrunk"] = work / f"{name}.unshrunk.onnx"
-        export(run, "onnx", out["fp32 unshrunk"], shrink=False)
+        export(ExportRequest(run, "onnx", out["fp32 unshrunk"], shrink=False))
     out["fp32"] = work / f"{name}.onnx"
-    export(run, "onnx", out["fp32"])
+    export(ExportRequest(run, "onnx", out["fp32"]))
     out["int8"] = work / f"{name}.int8.onnx"
-    export(run, "onnx-int8", out["int8"], target=load_target("x86-vnni"))
+    export(ExportRequest(run, "onnx-int8", out["int8"], target=load_target("x86-vnni")))
     if not channel:  # a channel ticket's CSR holds the unshrunk weights: not a fair row
         out["csr"] = work / f"{name}.csr.safetensors"
-        export(run, "csr", out["csr"])
+        export(ExportRequest(run, "csr", out["csr"]))
     return out
 
 

@@ -30,7 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 from unittest import mock
 
-from slt_deploy.export import export
+from slt_deploy.export import ExportRequest, export
 from slt_deploy.masking import channels
 from slt_deploy.search import methods
 from slt_deploy.search.config import SearchConfig
@@ -119,12 +119,14 @@ def latency(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for run in args.runs:
             full = Path(tmp) / f"{run.name}.onnx"
-            export(run, "onnx", full, shrink=False, data_dir=args.data_dir)
+            export(ExportRequest(run, "onnx", full, shrink=False, data_dir=args.data_dir))
             variants = {"unshrunk": (full, 1.0, 1.0)}
             for multiple in multiples:
                 path = Path(tmp) / f"{run.name}-x{multiple}.onnx"
                 report = export(
-                    run, "onnx", path, data_dir=args.data_dir, channel_multiple=multiple
+                    ExportRequest(
+                        run, "onnx", path, data_dir=args.data_dir, channel_multiple=multiple
+                    )
                 )["shrunk"]
                 label = f"shrunk, counts to a multiple of {multiple}"
                 variants[label] = (path, report["macs_ratio"], report["params_ratio"])

@@ -12,7 +12,7 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from slt_deploy.export import export
+from slt_deploy.export import ExportRequest, export
 from slt_deploy.search.config import SearchConfig
 from slt_deploy.search.loop import search
 
@@ -52,8 +52,8 @@ def main() -> None:
         ]
         with ProcessPoolExecutor(2) as pool:
             summaries = dict(zip(runs, pool.map(_search, cells), strict=True))
-        projected = export(runs["unstructured"], "2:4", Path(tmp) / "p.onnx")
-        searched = export(runs["2:4 searched"], "2:4", Path(tmp) / "s.onnx")
+        projected = export(ExportRequest(runs["unstructured"], "2:4", Path(tmp) / "p.onnx"))
+        searched = export(ExportRequest(runs["2:4 searched"], "2:4", Path(tmp) / "s.onnx"))
     change = projected["projection"]
     print(f"{args.model} on {args.data}, {args.epochs} epochs, target sparsity 0.5\n")
     print("| ticket | test accuracy | sparsity | 2:4 layers |")

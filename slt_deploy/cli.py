@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from slt_deploy.errors import SltError
+from slt_deploy.export.formats import FORMATS, format_help
 from slt_deploy.search.presets import PRESETS
 
 EXIT_USER_ERROR = 2
@@ -601,12 +602,8 @@ def report(path: Path, out: Path | None, levels: str | None, bench_files: tuple[
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["onnx", "onnx-int8", "csr", "slt", "2:4", "trt"]),
-    help="Required unless --target gives it. onnx: dense ONNX with the mask folded in; "
-    "onnx-int8: the same quantized to int8 (QDQ; exact weights for signed-constant tickets); "
-    "csr: sparse CSR weights for slt-deploy's sparse runtime; slt: seed + bit-packed masks "
-    "(smallest); 2:4: ONNX with 2:4 weights (projected if the ticket is not 2:4); trt: a "
-    "TensorRT engine for this machine's GPU (needs TensorRT and CUDA).",
+    type=click.Choice(FORMATS.names()),
+    help=f"Required unless --target gives it. {format_help()}.",
 )
 @click.option(
     "--target",
@@ -736,40 +733,35 @@ def export(
         raise SltError("pass --format (or a --target profile)")
     if out.exists() and not force:
         raise SltError(f"{out} exists; pass --force to replace it")
-    trt_options = None
-    if fmt == "trt":
-        from slt_deploy.export.trt_format import BuildOptions
+    from slt_deploy.export.request import BuildOptions, ExportRequest, Int8Options
 
-        trt_options = BuildOptions(
+    activations = int8_activations or ("int8" if fmt == "trt" else "uint8")
+    request = ExportRequest(
+        source,
+        fmt,
+        out,
+        threshold=threshold,
+        sparsity=sparsity,
+        data=data,
+        data_dir=str(data_dir) if data_dir else None,
+        trt=BuildOptions(
             fp16=fp16 and not int8,
             int8=int8,
             sparse=sparse_weights,
             max_batch=max_batch,
             workspace_bytes=workspace_mib << 20,
             timing_cache=timing_cache,
-        )
-    from slt_deploy.export.int8_format import Int8Options
-
-    activations = int8_activations or ("int8" if fmt == "trt" else "uint8")
-    int8_options = Int8Options(
-        dynamic=activations == "dynamic",
-        activation_type="uint8" if activations == "dynamic" else activations,
-        calibration_samples=calibration_samples,
+        ),
+        shrink=shrink,
+        channel_multiple=channel_multiple,
+        int8=Int8Options(
+            dynamic=activations == "dynamic",
+            activation_type="uint8" if activations == "dynamic" else activations,
+            calibration_samples=calibration_samples,
+        ),
+        target=profile,
     )
-    report = run_export(
-        source,
-        fmt,
-        out,
-        threshold,
-        sparsity,
-        data,
-        str(data_dir) if data_dir else None,
-        trt_options,
-        shrink,
-        channel_multiple,
-        int8_options,
-        profile,
-    )
+    report = run_export(request)
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
     else:

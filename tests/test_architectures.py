@@ -10,7 +10,7 @@ from conftest import ROOT, run_cli
 from slt_deploy.data.base import DataSpec
 from slt_deploy.errors import SltError
 from slt_deploy.evaluate import evaluate_artifact
-from slt_deploy.export import export
+from slt_deploy.export import ExportRequest, export
 from slt_deploy.masking.layers import masked_layers
 from slt_deploy.models import ModelSpec, create_model
 from slt_deploy.search.config import SearchConfig, load_recipe
@@ -46,7 +46,7 @@ def test_every_architecture_searches_to_a_summary(model, cifar_tar, tmp_path):
 @pytest.mark.parametrize("model", ["resnet18", "vit_tiny"])
 def test_exported_onnx_gives_the_searched_accuracy(model, cifar_tar, tmp_path):
     summary = search(_tiny(model, cifar_tar, method="edge-popup"), tmp_path / "run", progress=False)
-    report = export(tmp_path / "run", "onnx", tmp_path / "m.onnx")
+    report = export(ExportRequest(tmp_path / "run", "onnx", tmp_path / "m.onnx"))
     assert report["parity"]["same_predictions"] == 1.0
     again = evaluate_artifact(tmp_path / "m.onnx", "cifar10", str(cifar_tar), subset=32)
     assert again["accuracy"] == pytest.approx(summary["test_accuracy"], abs=1 / 32 + 1e-9)

@@ -17,7 +17,7 @@ from slt_deploy.bench.run import BenchRequest, add_ratios, bench
 from slt_deploy.bench.runners import Runner, RunnerOptions, runner_for
 from slt_deploy.bench.timing import TimingPolicy, latency_summary, measure_interleaved
 from slt_deploy.errors import SltError
-from slt_deploy.export import export
+from slt_deploy.export import ExportRequest, export
 from slt_deploy.search.config import SearchConfig
 from slt_deploy.search.loop import search
 
@@ -34,9 +34,9 @@ def artifacts(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     run = root / "run"
     search(SearchConfig(data="digits", epochs=3, target_sparsity=0.8, seed=1), run, progress=False)
-    export(run, "onnx", root / "m.onnx")
-    export(run, "csr", root / "m.csr.safetensors")
-    export(run, "slt", root / "m.slt")
+    export(ExportRequest(run, "onnx", root / "m.onnx"))
+    export(ExportRequest(run, "csr", root / "m.csr.safetensors"))
+    export(ExportRequest(run, "slt", root / "m.slt"))
     return root
 
 
@@ -114,7 +114,7 @@ def test_every_backend_runs_the_shrunk_network_a_channel_ticket_onnx_holds(tmp_p
         epochs=3,
     )
     search(config, run, progress=False)
-    report = export(run, "onnx", tmp_path / "c.onnx")
+    report = export(ExportRequest(run, "onnx", tmp_path / "c.onnx"))
     assert report["shrunk"]["applied"] and report["shrunk"]["params_ratio"] < 0.9
     artifact = inspect(tmp_path / "c.onnx")
     outputs, held = {}, {}

@@ -10,7 +10,7 @@ from conftest import run_cli
 
 from slt_deploy.data.base import DataSpec
 from slt_deploy.evaluate import evaluate_artifact
-from slt_deploy.export import export
+from slt_deploy.export import ExportRequest, export
 from slt_deploy.export.network import from_ticket
 from slt_deploy.masking.channels import channel_plan
 from slt_deploy.masking.shrink import measure, shrink
@@ -137,8 +137,8 @@ def test_channel_masks_remove_whole_rows_and_their_input_columns(lenet_run):
 
 def test_shrunk_onnx_is_smaller_and_predicts_what_the_search_reported(lenet_run, tmp_path):
     out, summary = lenet_run
-    small = export(out, "onnx", tmp_path / "small.onnx")
-    full = export(out, "onnx", tmp_path / "full.onnx", shrink=False)
+    small = export(ExportRequest(out, "onnx", tmp_path / "small.onnx"))
+    full = export(ExportRequest(out, "onnx", tmp_path / "full.onnx", shrink=False))
     assert small["shrunk"]["after"]["params"] == summary["params_shrunk_network"]
     assert small["shrunk"]["params_ratio"] < 0.6
     assert small["bytes"] < 0.6 * full["bytes"]
@@ -146,8 +146,8 @@ def test_shrunk_onnx_is_smaller_and_predicts_what_the_search_reported(lenet_run,
     result = evaluate_artifact(tmp_path / "small.onnx", "digits")
     assert result["accuracy"] == pytest.approx(summary["test_accuracy"])
     # seed + bit masks rebuild the same shrunk network, byte for byte
-    export(out, "slt", tmp_path / "t.slt")
-    export(tmp_path / "t.slt", "onnx", tmp_path / "again.onnx")
+    export(ExportRequest(out, "slt", tmp_path / "t.slt"))
+    export(ExportRequest(tmp_path / "t.slt", "onnx", tmp_path / "again.onnx"))
     assert (tmp_path / "again.onnx").read_bytes() == (tmp_path / "small.onnx").read_bytes()
 
 

@@ -1,11 +1,16 @@
-"""The CLI's choices are written out (so that `--help` answers without importing torch); these
-tests hold them to the registries the code dispatches on, so an entry added to one is not
-missing from the other."""
+"""The CLI's choices for --method, --gate and --granularity are written out (so that `--help`
+answers without importing torch); these tests hold them to the registries the code dispatches
+on. --format comes from the torch-free format table itself, and the table's promises are
+checked here."""
 
 from __future__ import annotations
 
+import inspect
+
 import click
 
+from slt_deploy.bench.artifacts import inspect as inspect_artifact
+from slt_deploy.bench.runners import RUNNERS
 from slt_deploy.cli import cli
 from slt_deploy.export import FORMATS
 from slt_deploy.masking.gates import GATES
@@ -19,8 +24,21 @@ def _choices(command: str, param: str) -> list[str]:
     return sorted(option.type.choices)
 
 
-def test_export_formats_are_the_format_registry():
+def test_every_format_entry_has_a_writer_and_its_suffix_names_its_kind(tmp_path):
+    """The --format choices are the table itself; what the table promises must hold: a module
+    with `write(net, request, inputs)`, a back-end for its kind, and bench's `inspect`
+    recognising its files by the suffix."""
     assert _choices("export", "fmt") == FORMATS.names()
+    for name in FORMATS.names():
+        fmt = FORMATS.get(name)
+        params = list(inspect.signature(fmt.writer().write).parameters)
+        assert params == ["net", "request", "inputs"], name
+        assert fmt.default_backend in RUNNERS, name
+        for suffix in fmt.suffixes:
+            path = tmp_path / f"artifact{suffix}"
+            path.write_bytes(b"")
+            assert inspect_artifact(path).kind == fmt.kind, (name, suffix)
+    assert inspect_artifact(tmp_path).kind == "ticket"
 
 
 def test_search_methods_gates_and_granularities_are_their_registries():

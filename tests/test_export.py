@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from slt_deploy.errors import SltError
 from slt_deploy.evaluate import evaluate_artifact
-from slt_deploy.export import export, load_deployable
+from slt_deploy.export import ExportRequest, export, load_deployable
 from slt_deploy.export.csr_format import load as load_csr
 from slt_deploy.export.onnx_format import session
 from slt_deploy.export.slt_format import read as read_slt
@@ -47,7 +47,7 @@ _cli = run_cli
 def test_each_format_matches_pytorch_and_the_searched_accuracy(ticket, tmp_path, fmt, name):
     run, summary = ticket
     out = tmp_path / name
-    report = export(run, fmt, out)
+    report = export(ExportRequest(run, fmt, out))
     assert report["parity"]["inputs"] == "digits test split"
     assert report["parity"]["max_abs_diff"] <= 1e-4
     assert report["weights_kept"] == summary["params_kept"]
@@ -60,7 +60,7 @@ def test_each_format_matches_pytorch_and_the_searched_accuracy(ticket, tmp_path,
 def test_onnx_graph_is_checked_named_and_batch_dynamic(ticket, tmp_path):
     run, _ = ticket
     out = tmp_path / "m.onnx"
-    export(run, "onnx", out)
+    export(ExportRequest(run, "onnx", out))
     model = onnx.load(str(out))
     assert model.opset_import[0].version >= 17
     assert [i.name for i in model.graph.input] == ["input"]
@@ -74,8 +74,8 @@ def test_onnx_graph_is_checked_named_and_batch_dynamic(ticket, tmp_path):
 def test_exports_are_byte_for_byte_reproducible(ticket, tmp_path):
     run, _ = ticket
     for fmt, name in (("onnx", "m.onnx"), ("csr", "m.csr.safetensors"), ("slt", "m.slt")):
-        export(run, fmt, tmp_path / "a" / name)
-        export(run, fmt, tmp_path / "b" / name)
+        export(ExportRequest(run, fmt, tmp_path / "a" / name))
+        export(ExportRequest(run, fmt, tmp_path / "b" / name))
         for suffix in ("", ".json"):
             a = (tmp_path / "a" / (name + suffix)).read_bytes()
             assert a == (tmp_path / "b" / (name + suffix)).read_bytes(), name + suffix
@@ -83,9 +83,9 @@ def test_exports_are_byte_for_byte_reproducible(ticket, tmp_path):
 
 def test_slt_rebuilds_the_same_onnx_bytes_and_is_tiny(ticket, tmp_path):
     run, _ = ticket
-    direct = export(run, "onnx", tmp_path / "direct.onnx")
-    slt = export(run, "slt", tmp_path / "t.slt")
-    again = export(tmp_path / "t.slt", "onnx", tmp_path / "again.onnx")
+    direct = export(ExportRequest(run, "onnx", tmp_path / "direct.onnx"))
+    slt = export(ExportRequest(run, "slt", tmp_path / "t.slt"))
+    again = export(ExportRequest(tmp_path / "t.slt", "onnx", tmp_path / "again.onnx"))
     assert again["sha256"] == direct["sha256"]
     assert slt["bytes"] * 20 < direct["bytes"]
     assert slt["parity"]["max_abs_diff"] == 0.0
@@ -104,14 +104,14 @@ def test_exact_sparsity_and_threshold_override(ticket):
 
 def test_conv_model_folds_batchnorm_and_keeps_predictions(conv_ticket, tmp_path):
     run, summary = conv_ticket
-    onnx_report = export(run, "onnx", tmp_path / "c.onnx")
+    onnx_report = export(ExportRequest(run, "onnx", tmp_path / "c.onnx"))
     ops = {node.op_type for node in onnx.load(str(tmp_path / "c.onnx")).graph.node}
     assert "BatchNormalization" not in ops  # folded into the convolutions
     assert onnx_report["parity"]["max_abs_diff"] <= 1e-4
-    export(run, "slt", tmp_path / "c.slt")
-    rebuilt = export(tmp_path / "c.slt", "onnx", tmp_path / "rebuilt.onnx")
+    export(ExportRequest(run, "slt", tmp_path / "c.slt"))
+    rebuilt = export(ExportRequest(tmp_path / "c.slt", "onnx", tmp_path / "rebuilt.onnx"))
     assert rebuilt["sha256"] == onnx_report["sha256"]  # conv + BN: same bytes from seed + mask
-    export(run, "csr", tmp_path / "c.csr.safetensors")
+    export(ExportRequest(run, "csr", tmp_path / "c.csr.safetensors"))
     for artifact in (tmp_path / "c.onnx", tmp_path / "c.csr.safetensors"):
         assert evaluate_artifact(artifact, "digits")["accuracy"] == summary["test_accuracy"]
 
@@ -120,13 +120,13 @@ def test_dense_runs_cannot_be_exported_as_tickets(tmp_path):
     run = tmp_path / "dense"
     search(SearchConfig(data="digits", method="dense", epochs=1, max_steps=2), run, progress=False)
     with pytest.raises(SltError, match="no mask"):
-        export(run, "onnx", tmp_path / "d.onnx")
+        export(ExportRequest(run, "onnx", tmp_path / "d.onnx"))
 
 
 def test_hostile_csr_indices_are_refused_not_executed(ticket, tmp_path):
     run, _ = ticket
     good = tmp_path / "m.csr.safetensors"
-    export(run, "csr", good)
+    export(ExportRequest(run, "csr", good))
     from safetensors import safe_open
 
     with safe_open(str(good), framework="pt") as fh:
@@ -150,7 +150,7 @@ def test_hostile_csr_indices_are_refused_not_executed(ticket, tmp_path):
 def test_corrupt_and_foreign_artifacts_exit_2_with_one_line(ticket, tmp_path):
     run, _ = ticket
     slt = tmp_path / "m.slt"
-    export(run, "slt", slt)
+    export(ExportRequest(run, "slt", slt))
     truncated = tmp_path / "cut.slt"
     truncated.write_bytes(slt.read_bytes()[:-40])
     foreign = tmp_path / "other.slt"
@@ -188,7 +188,7 @@ def test_cli_export_and_eval(ticket, tmp_path):
 
 def test_slt_rebuild_equals_ticket_model(ticket, tmp_path):
     run, _ = ticket
-    export(run, "slt", tmp_path / "t.slt")
+    export(ExportRequest(run, "slt", tmp_path / "t.slt"))
     rebuilt, original = read_slt(tmp_path / "t.slt"), load_deployable(run)
     x = torch.randn(5, 1, 8, 8)
     with torch.no_grad():

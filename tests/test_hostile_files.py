@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from slt_deploy.cli import cli
-from slt_deploy.export import export
+from slt_deploy.export import ExportRequest, export
 from slt_deploy.search.config import SearchConfig
 from slt_deploy.search.loop import search
 
@@ -67,7 +67,7 @@ def originals(tmp_path_factory):
     run = root / "run"
     search(SearchConfig(**BASE), run, progress=False)
     for fmt, name in (("onnx", "m.onnx"), ("csr", "m.csr.safetensors"), ("slt", "m.slt")):
-        export(run, fmt, root / name)
+        export(ExportRequest(run, fmt, root / name))
     marker = root / "PAYLOAD_RAN"
     files = {
         "ticket": (run / "ticket.safetensors").read_bytes(),

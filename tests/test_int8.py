@@ -12,8 +12,8 @@ from onnx import numpy_helper
 from slt_deploy.bench.artifacts import deployable, inspect
 from slt_deploy.errors import SltError
 from slt_deploy.evaluate import evaluate_artifact
-from slt_deploy.export import export
-from slt_deploy.export.int8_format import Int8Options
+from slt_deploy.export import ExportRequest, export
+from slt_deploy.export.request import Int8Options
 from slt_deploy.search.config import SearchConfig
 from slt_deploy.search.loop import search
 
@@ -44,7 +44,7 @@ def _weights(path):
 
 
 def test_signed_constant_weights_are_exact_and_stored_as_plus_minus_one(signed, tmp_path):
-    report = export(signed, "onnx-int8", tmp_path / "m.int8.onnx")
+    report = export(ExportRequest(signed, "onnx-int8", tmp_path / "m.int8.onnx"))
     quantized = report["int8"]
     assert quantized["layers_quantized"] == 3
     assert quantized["layers_exact"] == 3 == quantized["layers_with_seed_scales"]
@@ -65,7 +65,7 @@ def test_signed_constant_weights_are_exact_and_stored_as_plus_minus_one(signed, 
 
 
 def test_uniform_weights_report_their_rounding_error_within_half_a_step(uniform, tmp_path):
-    report = export(uniform, "onnx-int8", tmp_path / "u.int8.onnx")
+    report = export(ExportRequest(uniform, "onnx-int8", tmp_path / "u.int8.onnx"))
     quantized = report["int8"]
     assert quantized["layers_with_seed_scales"] == 0 and quantized["layers_exact"] == 0
     for error in quantized["weight_errors"].values():
@@ -79,14 +79,18 @@ def test_uniform_weights_report_their_rounding_error_within_half_a_step(uniform,
 def test_int8_exports_are_byte_for_byte_reproducible(signed, tmp_path):
     for activations in ("static", "dynamic"):
         options = Int8Options(dynamic=activations == "dynamic")
-        a = export(signed, "onnx-int8", tmp_path / f"a-{activations}.onnx", int8_options=options)
-        b = export(signed, "onnx-int8", tmp_path / f"b-{activations}.onnx", int8_options=options)
+        a = export(
+            ExportRequest(signed, "onnx-int8", tmp_path / f"a-{activations}.onnx", int8=options)
+        )
+        b = export(
+            ExportRequest(signed, "onnx-int8", tmp_path / f"b-{activations}.onnx", int8=options)
+        )
         assert a["sha256"] == b["sha256"]
 
 
 def test_dynamic_int8_needs_no_calibration_and_quantizes_the_matmuls(signed, tmp_path):
     options = Int8Options(dynamic=True)
-    report = export(signed, "onnx-int8", tmp_path / "d.onnx", int8_options=options)
+    report = export(ExportRequest(signed, "onnx-int8", tmp_path / "d.onnx", int8=options))
     assert report["int8"]["activations"] == "dynamic"
     assert report["int8"]["layers_exact"] == 3
     _, ops = _weights(tmp_path / "d.onnx")
@@ -95,7 +99,7 @@ def test_dynamic_int8_needs_no_calibration_and_quantizes_the_matmuls(signed, tmp
 
 def test_symmetric_int8_activations_have_zero_points_of_zero(signed, tmp_path):
     options = Int8Options(activation_type="int8")
-    export(signed, "onnx-int8", tmp_path / "s.onnx", int8_options=options)
+    export(ExportRequest(signed, "onnx-int8", tmp_path / "s.onnx", int8=options))
     model = onnx.load(str(tmp_path / "s.onnx"))
     zero_points = [
         numpy_helper.to_array(t) for t in model.graph.initializer if t.name.endswith("zero_point")
@@ -113,7 +117,7 @@ def test_channel_ticket_is_shrunk_then_quantized_exactly(tmp_path_factory, tmp_p
         epochs=2,
         init="signed-constant",
     )
-    report = export(run, "onnx-int8", tmp_path / "c.int8.onnx")
+    report = export(ExportRequest(run, "onnx-int8", tmp_path / "c.int8.onnx"))
     assert report["shrunk"]["applied"] and report["shrunk"]["params_ratio"] < 1.0
     # BatchNorm folded into the convolutions scales each channel by one factor: still ±c
     assert report["int8"]["layers_exact"] == report["int8"]["layers_quantized"] >= 3
@@ -121,7 +125,7 @@ def test_channel_ticket_is_shrunk_then_quantized_exactly(tmp_path_factory, tmp_p
 
 
 def test_bench_runs_int8_under_ort_and_refuses_a_torch_backend(signed, tmp_path):
-    export(signed, "onnx-int8", tmp_path / "m.int8.onnx")
+    export(ExportRequest(signed, "onnx-int8", tmp_path / "m.int8.onnx"))
     artifact = inspect(tmp_path / "m.int8.onnx")
     with pytest.raises(SltError, match="int8 ONNX"):
         deployable(artifact)
@@ -214,7 +218,7 @@ def test_target_and_format_together_is_one_line(signed, tmp_path):
 
 
 def test_an_slt_ticket_exports_straight_to_the_same_int8_bytes(signed, tmp_path):
-    export(signed, "slt", tmp_path / "m.slt")
-    from_run = export(signed, "onnx-int8", tmp_path / "a.onnx")
-    from_slt = export(tmp_path / "m.slt", "onnx-int8", tmp_path / "b.onnx")
+    export(ExportRequest(signed, "slt", tmp_path / "m.slt"))
+    from_run = export(ExportRequest(signed, "onnx-int8", tmp_path / "a.onnx"))
+    from_slt = export(ExportRequest(tmp_path / "m.slt", "onnx-int8", tmp_path / "b.onnx"))
     assert from_slt["sha256"] == from_run["sha256"]  # the weights come from the seed

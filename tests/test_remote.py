@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import PYTHON, run_cli
 
-from slt_deploy.export import export
+from slt_deploy.export import ExportRequest, export
 from slt_deploy.search.config import SearchConfig
 from slt_deploy.search.loop import search
 
@@ -74,7 +74,7 @@ def odd_artifacts(tmp_path_factory):
     root = tmp_path_factory.mktemp("remote") / "we'ird dir; rm -rf x"
     run = root / "run"
     search(SearchConfig(data="digits", epochs=2, target_sparsity=0.8, seed=3), run, progress=False)
-    export(run, "onnx", root / 'my "model".onnx')
+    export(ExportRequest(run, "onnx", root / 'my "model".onnx'))
     return root
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from slt_deploy.errors import SltError
-from slt_deploy.export import export
+from slt_deploy.export import ExportRequest, export
 from slt_deploy.masking.structure import compress_24, is_24, keep_top2_of_4
 from slt_deploy.search.config import SearchConfig
 from slt_deploy.search.loop import search
@@ -50,7 +50,7 @@ def test_search_24_meets_pattern_and_target(runs):
 
 def test_export_24_verifies_and_projects(runs, tmp_path):
     root, structured, _ = runs
-    report = export(root / "s24", "2:4", tmp_path / "s.onnx")
+    report = export(ExportRequest(root / "s24", "2:4", tmp_path / "s.onnx"))
     assert report["pattern_24_layers"] == ["fc1", "fc2", "fc3"]
     assert report["projection"] == {"projected_layers": []}
     assert report["weights_kept"] == structured["params_kept"]
@@ -58,7 +58,7 @@ def test_export_24_verifies_and_projects(runs, tmp_path):
     kept_values = (300 * 64 + 100 * 300 + 10 * 100) // 2
     assert report["compressed_24_bytes"] == kept_values * 4 + kept_values * 2 // 8
     assert not (tmp_path / "s.onnx.2to4.safetensors").exists()
-    projected = export(root / "u", "2:4", tmp_path / "p.onnx")
+    projected = export(ExportRequest(root / "u", "2:4", tmp_path / "p.onnx"))
     assert projected["projection"]["projected_layers"]
     assert projected["projection"]["accuracy_change"] is not None
     assert json.loads((tmp_path / "p.onnx.json").read_text())["format"] == "2:4"
@@ -66,9 +66,9 @@ def test_export_24_verifies_and_projects(runs, tmp_path):
 
 def test_unstructured_slt_cannot_be_projected(runs, tmp_path):
     root, _, _ = runs
-    export(root / "u", "slt", tmp_path / "u.slt")
+    export(ExportRequest(root / "u", "slt", tmp_path / "u.slt"))
     with pytest.raises(SltError, match="not 2:4"):
-        export(tmp_path / "u.slt", "2:4", tmp_path / "x.onnx")
+        export(ExportRequest(tmp_path / "u.slt", "2:4", tmp_path / "x.onnx"))
 
 
 def test_24_needs_gates_and_half_sparsity():

@@ -107,7 +107,8 @@ def test_int8_network_is_the_symmetric_qdq_onnx_that_explicit_quantization_takes
     import onnx
     from onnx import numpy_helper
 
-    from slt_deploy.export.trt_format import BuildOptions, network_onnx
+    from slt_deploy.export.request import BuildOptions
+    from slt_deploy.export.trt_format import network_onnx
     from slt_deploy.init import InitSpec, frozen_weight
 
     torch.manual_seed(0)

@@ -8,8 +8,6 @@ from pathlib import Path
 
 from slt_deploy.errors import SltError
 
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-
 
 @dataclass(frozen=True)
 class Artifact:
@@ -50,34 +48,23 @@ class Artifact:
         return report
 
 
-DEFAULT_BACKEND = {
-    "onnx": "ort",
-    "csr": "torch-sparse",
-    "engine": "trt",
-    "slt": "torch",
-    "ticket": "torch",
-}
-
-
 def inspect(path: str | Path) -> Artifact:
+    """The artifact's kind, from the suffixes of the format table (export/formats.py); a run
+    directory or a ticket .safetensors is a ticket."""
+    from slt_deploy.export.formats import TICKET_KIND, kind_of, known_suffixes
+
     path = Path(path)
     if not path.exists():
         raise SltError(f"{path} does not exist")
-    name = path.name
-    if path.is_dir() or (name.endswith(".safetensors") and not name.endswith(".csr.safetensors")):
-        return Artifact(path, "ticket")
-    if name.endswith(".csr.safetensors"):
-        return Artifact(path, "csr")
-    if path.suffix == ".onnx":
-        return Artifact(path, "onnx")
-    if path.suffix == ".slt":
-        return Artifact(path, "slt")
-    if path.suffix in ENGINE_SUFFIXES:
-        return Artifact(path, "engine")
-    raise SltError(
-        f"{path}: unknown artifact type (expected .onnx, .csr.safetensors, .slt, .engine, "
-        "a ticket .safetensors or a run directory)"
-    )
+    kind = TICKET_KIND if path.is_dir() else kind_of(path.name)
+    if kind is None and path.name.endswith(".safetensors"):
+        kind = TICKET_KIND
+    if kind is None:
+        raise SltError(
+            f"{path}: unknown artifact type (expected {', '.join(known_suffixes())}, "
+            "a ticket .safetensors or a run directory)"
+        )
+    return Artifact(path, kind)
 
 
 def runtime_model(artifact: Artifact, net):
@@ -88,22 +75,15 @@ def runtime_model(artifact: Artifact, net):
     shrunk = report.get("shrunk") or {}
     if artifact.kind != "onnx" or not shrunk.get("applied"):
         return net.model
-    from slt_deploy.export import ExportRequest, runtime_network
+    from slt_deploy.export.network import runtime_network
 
-    request = ExportRequest(
-        Path(report.get("source_path", "")),
-        str(report.get("format", "onnx")),
-        artifact.path,
-        shrink=True,
-        channel_multiple=int(shrunk.get("channel_multiple", 8)),
-    )
-    return runtime_network(net, request)[0]
+    return runtime_network(net, True, int(shrunk.get("channel_multiple", 8)))[0]
 
 
 def deployable(artifact: Artifact):
     """The folded PyTorch network of a ticket, run directory or .slt file; of an ONNX or CSR
     export, the one its report names as the source (so torch can run what ORT runs)."""
-    from slt_deploy.export import load_deployable
+    from slt_deploy.export.sources import load_deployable
 
     if artifact.kind in ("ticket", "slt"):
         return load_deployable(artifact.path)

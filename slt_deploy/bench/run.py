@@ -9,13 +9,14 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
-from slt_deploy.bench.artifacts import DEFAULT_BACKEND, inspect
+from slt_deploy.bench.artifacts import inspect
 from slt_deploy.bench.jetson import TegrastatsSampler, require_jetson, summarise
 from slt_deploy.bench.machine import machine_record
 from slt_deploy.bench.memory import peak_memory_bytes, probe_in_child
 from slt_deploy.bench.runners import RUNNERS, RunnerOptions, runner_for
 from slt_deploy.bench.timing import TimingPolicy, latency_summary, measure_interleaved, warm_up
 from slt_deploy.errors import SltError
+from slt_deploy.export.formats import default_backend
 
 DEVICES = ("cpu", "cuda", "jetson")
 
@@ -51,7 +52,7 @@ def pairs(request: BenchRequest) -> tuple[list[tuple], list[str]]:
     device = "cpu" if request.device == "cpu" else "cuda"
     for path in request.artifacts:
         artifact = inspect(path)
-        for backend in request.backends or (DEFAULT_BACKEND[artifact.kind],):
+        for backend in request.backends or (default_backend(artifact.kind),):
             runner = RUNNERS.get(backend)
             if artifact.kind not in runner.kinds:
                 skipped.append(f"{backend} cannot run {artifact.label} ({artifact.kind})")

@@ -13,7 +13,9 @@ from torch import nn
 from slt_deploy.atomic import atomic_path
 from slt_deploy.data.base import DataSpec
 from slt_deploy.errors import SltError
+from slt_deploy.export.checks import check_parity
 from slt_deploy.export.network import Deployable
+from slt_deploy.export.request import ExportRequest
 from slt_deploy.headers import safetensors_header, seal, verify_seal
 from slt_deploy.init import InitSpec
 from slt_deploy.masking.surgery import gateable, normalisation_
@@ -25,7 +27,26 @@ CSR_VERSION = 2  # 2: sealed with a SHA-256 of header and tensors
 PARTS = ("crow_indices", "col_indices", "values")
 
 
-def write(net: Deployable, out: Path) -> dict:
+def write(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict:
+    """`csr`: written, loaded back and run by the sparse runtime against PyTorch."""
+    write_file(net, request.out)
+    model, _, _ = load(request.out)
+    with torch.no_grad():
+        got, expected = model(inputs), net.model(inputs)
+    parity = {
+        "runtime": "torch.sparse (CSR)",
+        "samples": len(inputs),
+        "max_abs_diff": float((got - expected).abs().max()),
+        "max_abs_logit": float(expected.abs().max()),
+        "same_predictions": float((got.argmax(1) == expected.argmax(1)).float().mean()),
+    }
+    return {
+        "parity": check_parity(parity, request.out, "the CSR runtime"),
+        "index_dtype": "int32",
+    }
+
+
+def write_file(net: Deployable, out: Path) -> None:
     tensors: dict[str, torch.Tensor] = {}
     for name in sorted(net.masks):
         weight = net.model.get_submodule(name).weight.detach()
@@ -45,7 +66,6 @@ def write(net: Deployable, out: Path) -> dict:
     }
     with atomic_path(out) as tmp:
         save_file(tensors, str(tmp), metadata=seal(meta, tensors))
-    return {}
 
 
 def read_metadata(path: Path) -> dict:

@@ -19,7 +19,6 @@ import contextlib
 import io
 import logging
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,38 +26,10 @@ import torch
 from torch import nn
 
 from slt_deploy.errors import SltError
-
-ACTIVATION_TYPES = ("uint8", "int8")
-DEFAULT_CALIBRATION_SAMPLES = 512
-CALIBRATION_BATCH = 64
-CALIBRATION_SEED = 0
-
-
-@dataclass(frozen=True)
-class Int8Options:
-    dynamic: bool = False  # activations quantized at run time (CPU only; not for TensorRT)
-    # uint8 activations with int8 weights is what ONNX Runtime recommends for x86 (VNNI);
-    # symmetric int8 activations are what TensorRT (and ARM kernels) take
-    activation_type: str = "uint8"
-    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES
-    exact_weights: bool = True  # seed scales where a channel's weights are ±c
-
-    def validate(self) -> None:
-        if self.activation_type not in ACTIVATION_TYPES:
-            raise SltError(
-                f"--int8-activations must be one of {', '.join(ACTIVATION_TYPES)}, "
-                f"not {self.activation_type!r}"
-            )
-        if self.calibration_samples < 1:
-            raise SltError("--calibration-samples must be >= 1")
-
-    def to_dict(self) -> dict:
-        return {
-            "activations": "dynamic" if self.dynamic else "static",
-            "activation_type": "uint8" if self.dynamic else self.activation_type,
-            "calibration_samples": 0 if self.dynamic else self.calibration_samples,
-            "exact_weights": self.exact_weights,
-        }
+from slt_deploy.export import onnx_format
+from slt_deploy.export.network import Deployable, runtime_network
+from slt_deploy.export.request import ExportRequest, Int8Options
+from slt_deploy.export.sources import calibration_batches
 
 
 def _weight_axes(model) -> dict[str, int]:
@@ -167,15 +138,6 @@ def gemm_to_matmul(model) -> None:
     model.graph.node.extend(nodes)
 
 
-def calibration_batches(images: torch.Tensor, samples: int) -> list[np.ndarray]:
-    """A seeded, fixed sample of training images (normalised), in batches: the same sample
-    every export, so the activation scales and the file are the same too."""
-    generator = torch.Generator().manual_seed(CALIBRATION_SEED)
-    order = torch.randperm(len(images), generator=generator)[:samples]
-    chosen = images[order].numpy().astype(np.float32)
-    return [chosen[i : i + CALIBRATION_BATCH] for i in range(0, len(chosen), CALIBRATION_BATCH)]
-
-
 def _reader(batches: list[np.ndarray]):
     from onnxruntime.quantization import CalibrationDataReader
 
@@ -272,7 +234,7 @@ def _quiet_logging():
         root.setLevel(level)
 
 
-def write(
+def write_model(
     model: nn.Module,
     input_shape: tuple[int, ...],
     out: Path,
@@ -287,3 +249,22 @@ def write(
     write_bytes(out, seal(data))
     check(out)
     return fields
+
+
+def write(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict:
+    """`onnx-int8`: the runtime network quantized. Its logits cannot meet fp32's 1e-4, so
+    parity is reported, not enforced, and accuracy on the test split is measured against the
+    fp32 network."""
+
+    model, shrunk = runtime_network(net, request.shrink, request.channel_multiple)
+    calibration = None if request.int8.dynamic else calibration_batches(net, request)
+    fields = write_model(model, tuple(net.data.input_shape), request.out, request.int8, calibration)
+    parity = onnx_format.parity(request.out, net.model, inputs)
+    parity["tolerance"] = None  # int8: reported, not enforced
+    return {
+        "parity": parity,
+        "opset": onnx_format.OPSET,
+        "accuracy": onnx_format.accuracy(net, request),
+        **fields,
+        **shrunk,
+    }

@@ -16,6 +16,8 @@ from slt_deploy.errors import SltError
 from slt_deploy.export.masks import binary_masks, gate_scores, project_24
 from slt_deploy.init import InitSpec, frozen_weight
 from slt_deploy.masking.fold import fold
+from slt_deploy.masking.shrink import DEFAULT_CHANNEL_MULTIPLE, measure
+from slt_deploy.masking.shrink import shrink as shrink_network
 from slt_deploy.masking.surgery import gateable, normalisation_
 from slt_deploy.models import ModelSpec, create_model
 from slt_deploy.search.ticket import Ticket, build_model
@@ -131,3 +133,29 @@ def rebuild(
     for param in model.parameters():
         param.requires_grad_(False)
     return Deployable(model.eval(), masks, data, model_spec, init, affine_bn, source)
+
+
+def runtime_network(
+    net: Deployable, shrink: bool = True, channel_multiple: int = DEFAULT_CHANNEL_MULTIPLE
+) -> tuple[nn.Module, dict]:
+    """The network a dense runtime (ONNX, TensorRT) gets, and the report of what shrinking
+    removed: a channel ticket's closed channels gone (masking/shrink.py; kept counts rounded up
+    to `channel_multiple`) unless `shrink` is off; any other ticket as folded. `bench` calls
+    this too, with the options an export report records, so that every back-end runs the
+    network the ONNX file holds."""
+    if not net.channel_ticket:
+        return net.model, {}
+    shape = tuple(net.data.input_shape)
+    small, kept = shrink_network(net.model, shape, channel_multiple) if shrink else (net.model, {})
+    before, after = measure(net.model, shape), measure(small, shape)
+    return small, {
+        "shrunk": {
+            "applied": shrink,
+            "before": before.to_dict(),
+            "after": after.to_dict(),
+            "params_ratio": after.params / before.params,
+            "macs_ratio": after.macs / before.macs,
+            "channels_kept": kept,
+            "channel_multiple": channel_multiple,
+        }
+    }

@@ -17,6 +17,10 @@ from torch import nn
 
 from slt_deploy.atomic import write_bytes
 from slt_deploy.errors import SltError
+from slt_deploy.export.checks import check_parity
+from slt_deploy.export.network import Deployable, runtime_network
+from slt_deploy.export.request import ExportRequest
+from slt_deploy.export.sources import dataset
 from slt_deploy.runtimes import import_onnxruntime
 
 OPSET = 17
@@ -133,9 +137,49 @@ def parity(path: Path, reference: nn.Module, inputs: torch.Tensor) -> dict:
     }
 
 
-def write(model: nn.Module, input_shape: tuple[int, ...], out: Path) -> None:
-    """The folded network a runtime gets (export.runtime_network) as ONNX, checked by
+def write_model(model: nn.Module, input_shape: tuple[int, ...], out: Path) -> None:
+    """The folded network a runtime gets (network.runtime_network) as ONNX, checked by
     onnx.checker."""
     folded = fold_batchnorm(model)
     write_bytes(out, seal(to_onnx_bytes(folded, input_shape)))
     check(out)
+
+
+def write(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict:
+    """`onnx`: the runtime network (a channel ticket shrunk), checked against the masked
+    network it must compute."""
+    model, shrunk = runtime_network(net, request.shrink, request.channel_multiple)
+    write_model(model, tuple(net.data.input_shape), request.out)
+    measured = parity(request.out, net.model, inputs)
+    return {
+        "parity": check_parity(measured, request.out, "ONNX Runtime"),
+        "opset": OPSET,
+        **shrunk,
+    }
+
+
+def accuracy(net: Deployable, request: ExportRequest) -> dict:
+    """Test accuracy of the written ONNX (ONNX Runtime) and of the fp32 PyTorch network."""
+    from slt_deploy.data.base import normalise
+
+    try:
+        name, split = dataset(net, request)
+    except SltError as exc:
+        return {"accuracy_change": None, "why": str(exc)}
+    sess = session(request.out)
+    x, y = normalise(split.test_x, net.data), split.test_y.numpy()
+    got, expected = [], []
+    with torch.no_grad():
+        for batch in x.split(1024):
+            feed = {INPUT_NAME: batch.numpy()}
+            got.append(sess.run([OUTPUT_NAME], feed)[0].argmax(1))
+            expected.append(net.model(batch).argmax(1).numpy())
+    ours, theirs = np.concatenate(got), np.concatenate(expected)
+    return {
+        "fp32": float((theirs == y).mean()),
+        "artifact": float((ours == y).mean()),
+        "accuracy_change": float((ours == y).mean() - (theirs == y).mean()),
+        "same_predictions": float((ours == theirs).mean()),
+        "samples": len(y),
+        "data": f"{name} test split",
+    }

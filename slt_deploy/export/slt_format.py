@@ -18,6 +18,7 @@ from slt_deploy.atomic import write_bytes
 from slt_deploy.data.base import DataSpec
 from slt_deploy.errors import SltError
 from slt_deploy.export.network import Deployable, rebuild
+from slt_deploy.export.request import ExportRequest
 from slt_deploy.headers import METADATA_KEY, check_header
 from slt_deploy.init import InitSpec
 from slt_deploy.models import ModelSpec
@@ -51,9 +52,25 @@ def encode(net: Deployable) -> bytes:
     return lzma.compress(payload, format=lzma.FORMAT_XZ, preset=9 | lzma.PRESET_EXTREME)
 
 
-def write(net: Deployable, out: Path) -> dict:
-    write_bytes(out, encode(net))
-    return {}
+def write(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict:
+    """`slt`: written, read back and rebuilt from the seed; the rebuilt network must equal the
+    ticket's bit for bit."""
+    write_bytes(request.out, encode(net))
+    again = read(request.out)
+    with torch.no_grad():
+        diff = float((again.model(inputs) - net.model(inputs)).abs().max())
+    same = all(torch.equal(again.masks[k], net.masks[k]) for k in net.masks)
+    if not same or diff > 0.0:
+        raise SltError(f"{request.out}: the rebuilt network differs from the ticket's ({diff:.2e})")
+    return {
+        "parity": {
+            "runtime": "rebuilt from seed + masks",
+            "samples": len(inputs),
+            "max_abs_diff": diff,
+            "masks_identical": same,
+        },
+        "bits_per_weight": 8 * request.out.stat().st_size / max(1, net.totals()[0]),
+    }
 
 
 def _decompress(raw: bytes, path: Path) -> bytes:

@@ -12,17 +12,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from slt_deploy.errors import SltError
+from slt_deploy.export.formats import FORMATS
 
 PROFILES_DIR = Path(__file__).with_name("targets")
-FORMATS = ("onnx", "onnx-int8", "csr", "slt", "2:4", "trt")
-PRECISIONS = {  # which precisions each format can carry
-    "onnx": ("fp32",),
-    "onnx-int8": ("int8",),
-    "csr": ("fp32",),
-    "slt": ("fp32",),
-    "2:4": ("fp32",),
-    "trt": ("fp32", "fp16", "int8"),
-}
 SPARSITY = ("any", "2:4", "channel")
 INT8_ACTIVATIONS = ("uint8", "int8", "dynamic")
 
@@ -84,8 +76,9 @@ def _parse(path: Path, data: dict) -> TargetProfile:
     fmt, precision = data["format"], data["precision"]
     if fmt not in FORMATS:
         raise bad(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    if precision not in PRECISIONS[fmt]:
-        raise bad(f"format {fmt} carries {' or '.join(PRECISIONS[fmt])}, not {precision!r}")
+    precisions = FORMATS.get(fmt).precisions
+    if precision not in precisions:
+        raise bad(f"format {fmt} carries {' or '.join(precisions)}, not {precision!r}")
     sparsity = data.get("sparsity", "any")
     if sparsity not in SPARSITY:
         raise bad(f"sparsity must be one of {', '.join(SPARSITY)}, not {sparsity!r}")

@@ -21,13 +21,17 @@ from __future__ import annotations
 
 import platform
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from slt_deploy.errors import SltError
+from slt_deploy.export.network import Deployable, runtime_network
+from slt_deploy.export.request import BuildOptions, ExportRequest
+from slt_deploy.export.sources import calibration_batches
+from slt_deploy.masking.structure import is_24, supports_24
 
 ADVICE = (
     "export --format onnx (or 2:4) here, copy the .slt or the ONNX to the target and run "
@@ -112,16 +116,6 @@ def check_engine_compatible(recorded: dict, current: dict) -> None:
             )
 
 
-@dataclass(frozen=True)
-class BuildOptions:
-    fp16: bool = True
-    int8: bool = False
-    sparse: bool | None = None  # None: on when every 2:4-capable layer is 2:4
-    max_batch: int = 32
-    workspace_bytes: int = 1 << 30
-    timing_cache: Path | None = None
-
-
 def network_onnx(
     model: nn.Module,
     input_shape: tuple[int, ...],
@@ -134,7 +128,8 @@ def network_onnx(
     from slt_deploy.export.onnx_format import fold_batchnorm, to_onnx_bytes
 
     if options.int8:
-        from slt_deploy.export.int8_format import Int8Options, quantize
+        from slt_deploy.export.int8_format import quantize
+        from slt_deploy.export.request import Int8Options
 
         if calibration is None:
             raise SltError("trt --int8 calibrates activations on training images (--data)")
@@ -249,7 +244,7 @@ def run_engine(engine_bytes: bytes, inputs: torch.Tensor) -> torch.Tensor:
     return out.cpu()
 
 
-def write(
+def write_engine(
     net,
     model: nn.Module,
     out: Path,
@@ -257,7 +252,7 @@ def write(
     options: BuildOptions,
     calibration: list | None = None,
 ) -> dict:
-    """An engine of `model` (export.runtime_network: a channel ticket shrunk), checked against
+    """An engine of `model` (network.runtime_network: a channel ticket shrunk), checked against
     the masked network `net.model`; `calibration`: training batches for int8."""
     from slt_deploy.atomic import write_bytes
 
@@ -275,3 +270,21 @@ def write(
     }
     quantized = record.pop("int8_weights", None)
     return {"parity": parity, "engine": record, **({"int8": quantized} if quantized else {})}
+
+
+def precheck(request: ExportRequest) -> None:
+    """Fail before any work when TensorRT or a GPU is missing."""
+    import_tensorrt()
+
+
+def write(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict:
+    """`trt`: an engine, fp16 by default, sparse weights on for 2:4 masks; the parity
+    tolerance is fp16's, so it is reported rather than enforced at 1e-4."""
+
+    options = request.trt
+    if options.sparse is None:
+        structured = [is_24(m) for m in net.masks.values() if supports_24(tuple(m.shape))]
+        options = replace(options, sparse=bool(structured) and all(structured))
+    model, shrunk = runtime_network(net, request.shrink, request.channel_multiple)
+    calibration = calibration_batches(net, request) if options.int8 else None
+    return {**write_engine(net, model, request.out, inputs, options, calibration), **shrunk}
