@@ -26,7 +26,7 @@ FLOORS = {
     "export": 5,
     **dict.fromkeys(("evaluate", "bench", "sweep", "summary"), 6),
     "report": 7,
-    "cli": 8,
+    **dict.fromkeys(("cli", "api"), 8),
     "__main__": 9,
     "": 9,  # slt_deploy/__init__.py
 }
