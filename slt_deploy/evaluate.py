@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import torch
-
+from slt_deploy.accuracy import accuracy, torch_predictor
 from slt_deploy.data import load_dataset
-from slt_deploy.data.base import DataSpec, normalise
+from slt_deploy.data.base import DataSpec
 from slt_deploy.errors import SltError
 
 
@@ -39,24 +37,16 @@ def _predictor(path: Path) -> tuple[callable, DataSpec | None, str]:
         from slt_deploy.export.slt_format import read
 
         net = read(path)
-        return _torch_predictor(net.model), net.data, "torch (rebuilt from .slt)"
+        return torch_predictor(net.model), net.data, "torch (rebuilt from .slt)"
     if kind == "csr":
         from slt_deploy.export.csr_format import load
 
         model, spec, _ = load(path)
-        return _torch_predictor(model), spec, "torch.sparse (CSR)"
+        return torch_predictor(model), spec, "torch.sparse (CSR)"
     from slt_deploy.search.ticket import build_model, load_ticket
 
     ticket = load_ticket(path)
-    return _torch_predictor(build_model(ticket)), ticket.data, "torch (ticket)"
-
-
-def _torch_predictor(model: torch.nn.Module):
-    def predict(x: torch.Tensor) -> np.ndarray:
-        with torch.no_grad():
-            return model(x).argmax(1).numpy()
-
-    return predict
+    return torch_predictor(build_model(ticket)), ticket.data, "torch (ticket)"
 
 
 def _onnx_data_spec(path: Path) -> DataSpec | None:
@@ -92,15 +82,10 @@ def evaluate_artifact(
             f"{path} takes inputs {tuple(spec.input_shape)}, the data set gives "
             f"{tuple(split.spec.input_shape)}"
         )
-    correct = 0
-    for start in range(0, len(split.test_y), batch_size):
-        x = normalise(split.test_x[start : start + batch_size], spec).contiguous()
-        correct += int((predict(x) == split.test_y[start : start + batch_size].numpy()).sum())
-    samples = len(split.test_y)
     return {
         "artifact": str(path),
         "runtime": runtime,
         "data": data,
-        "samples": samples,
-        "accuracy": correct / samples if samples else 0.0,
+        "samples": len(split.test_y),
+        "accuracy": accuracy(predict, split.test_x, split.test_y, spec, batch_size),
     }

@@ -100,7 +100,8 @@ def _cell_worker(settings: dict, cell_dir: str, threads: int | None) -> dict:
     import torch
 
     from slt_deploy.search.config import SearchConfig
-    from slt_deploy.search.loop import CHECKPOINT_FILE, SUMMARY_FILE, search
+    from slt_deploy.search.loop import search
+    from slt_deploy.search.rundir import CHECKPOINT_FILE, SUMMARY_FILE
 
     if threads:
         torch.set_num_threads(threads)

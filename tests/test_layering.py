@@ -19,7 +19,7 @@ FLOORS = {
     **dict.fromkeys(
         ("errors", "registry", "atomic", "headers", "checkpoint", "runtimes", "sparse", "init"), 0
     ),
-    "data": 1,
+    **dict.fromkeys(("data", "accuracy"), 1),
     "models": 2,
     "masking": 3,
     "search": 4,

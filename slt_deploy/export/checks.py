@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
+from slt_deploy.accuracy import accuracy, torch_predictor
 from slt_deploy.errors import SltError
 from slt_deploy.export.network import Deployable
 from slt_deploy.export.request import ExportRequest
@@ -28,18 +27,14 @@ def check_parity(parity: dict, out: Path, runtime: str) -> dict:
 
 def accuracy_change(before: Deployable, after: Deployable, request: ExportRequest) -> dict:
     """Test accuracy of two networks of one ticket (e.g. before and after a 2:4 projection)."""
-    from slt_deploy.data.base import normalise
-
     try:
         _, split = dataset(before, request)
     except SltError as exc:
         return {"accuracy_change": None, "why": str(exc)}
-    x = normalise(split.test_x, before.data)
-    with torch.no_grad():
-        acc = [
-            float((net.model(x).argmax(1) == split.test_y).float().mean())
-            for net in (before, after)
-        ]
+    acc = [
+        accuracy(torch_predictor(net.model), split.test_x, split.test_y, before.data, 1024)
+        for net in (before, after)
+    ]
     return {
         "accuracy_before": acc[0],
         "accuracy_after": acc[1],

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from slt_deploy.accuracy import predictions, torch_predictor
 from slt_deploy.atomic import write_bytes
 from slt_deploy.errors import SltError
 from slt_deploy.export.checks import check_parity
@@ -160,21 +161,18 @@ def write(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict
 
 def accuracy(net: Deployable, request: ExportRequest) -> dict:
     """Test accuracy of the written ONNX (ONNX Runtime) and of the fp32 PyTorch network."""
-    from slt_deploy.data.base import normalise
-
     try:
         name, split = dataset(net, request)
     except SltError as exc:
         return {"accuracy_change": None, "why": str(exc)}
     sess = session(request.out)
-    x, y = normalise(split.test_x, net.data), split.test_y.numpy()
-    got, expected = [], []
-    with torch.no_grad():
-        for batch in x.split(1024):
-            feed = {INPUT_NAME: batch.numpy()}
-            got.append(sess.run([OUTPUT_NAME], feed)[0].argmax(1))
-            expected.append(net.model(batch).argmax(1).numpy())
-    ours, theirs = np.concatenate(got), np.concatenate(expected)
+
+    def onnx_predict(x: torch.Tensor) -> np.ndarray:
+        return sess.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0].argmax(1)
+
+    y = split.test_y.numpy()
+    ours = predictions(onnx_predict, split.test_x, net.data, 1024)
+    theirs = predictions(torch_predictor(net.model), split.test_x, net.data, 1024)
     return {
         "fp32": float((theirs == y).mean()),
         "artifact": float((ours == y).mean()),

@@ -6,24 +6,32 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from slt_deploy.accuracy import accuracy, torch_predictor
 from slt_deploy.atomic import write_text
-from slt_deploy.checkpoint import load_checkpoint, save_checkpoint
 from slt_deploy.data import DataSplit, load_dataset
 from slt_deploy.data.base import normalise, steps_per_epoch, train_batches
 from slt_deploy.errors import SltError
 from slt_deploy.masking.layers import gate_families, masked_layers
 from slt_deploy.search import budget, rundir
 from slt_deploy.search.batchnorm import recalibrate_batchnorm_
+from slt_deploy.search.checkpoints import RunState, load_run_checkpoint, save_run_checkpoint
 from slt_deploy.search.config import SearchConfig
 from slt_deploy.search.defaults import resolve
 from slt_deploy.search.distributed import World, close_world, init_world
-from slt_deploy.search.sparsity import SparsityController
+from slt_deploy.search.rundir import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    check_run_dir,
+    prepare_run_dir,
+)
 from slt_deploy.search.stats import (
     gate_histogram,
     mask_state,
@@ -42,10 +50,7 @@ from slt_deploy.search.ticket import (
 )
 from slt_deploy.search.trainer import NonFiniteError, Trainer, build_trainer
 
-CHECKPOINT_FILE = "checkpoint.safetensors"
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
+__all__ = ["CHECKPOINT_FILE", "CONFIG_FILE", "METRICS_FILE", "SUMMARY_FILE", "evaluate", "search"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -56,44 +61,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def check_run_dir(out: Path, resume: bool, force: bool) -> None:
-    """Refusals that need no lock (nothing is created before them)."""
-    if resume and force:
-        raise SltError("give --resume or --force, not both")
-    if resume and not out.is_dir():
-        raise SltError(f"--resume: no run directory {out}")
-    if force and out.is_file():
-        try:
-            out.unlink()
-        except OSError as exc:
-            raise SltError(f"cannot replace {out}: {exc.strerror or exc}") from None
-
-
-def prepare_run_dir(out: Path, config: SearchConfig, resume: bool, force: bool) -> bool:
-    """With the lock held: refuse to clobber a run unless asked (--force replaces it, --resume
-    continues it). Returns whether there is a checkpoint to resume. A run killed before its
-    first checkpoint starts over under --resume, if its settings are the same."""
-    if resume:
-        if (out / CHECKPOINT_FILE).is_file():
-            return True
-        if rundir.entries(out) and _recorded_config(out) != config.to_dict():
-            raise SltError(f"--resume: no checkpoint in {out}")
-        rundir.clear(out)
-        return False
-    if rundir.entries(out) and not force:
-        raise SltError(f"{out} exists; pass --resume to continue it or --force to replace it")
-    rundir.clear(out)
-    return False
-
-
-def _recorded_config(out: Path) -> dict | None:
-    try:
-        return json.loads((out / CONFIG_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-@torch.no_grad()
 def evaluate(
     model: nn.Module,
     images: torch.Tensor,
@@ -105,19 +72,35 @@ def evaluate(
     """Accuracy with the binary mask (eval mode): what is reported is what is deployed."""
     was_training = model.training
     model.eval()
-    correct = 0
-    for start in range(0, len(labels), batch_size):
-        x = normalise(images[start : start + batch_size].to(device), data.spec)
-        correct += int((model(x).argmax(1).cpu() == labels[start : start + batch_size]).sum())
+    result = accuracy(torch_predictor(model), images, labels, data.spec, batch_size, device)
     model.train(was_training)
-    return correct / max(1, len(labels))
+    return result
 
 
 @dataclass
-class _State:
-    epoch: int = 0
-    step: int = 0
-    wall: float = 0.0
+class _Run:
+    """One search in progress: what every part of the loop reads, and where it is."""
+
+    out: Path
+    config: SearchConfig
+    trainer: Trainer
+    data: DataSplit
+    device: torch.device
+    total_steps: int
+    state: RunState = field(default_factory=RunState)
+    history: list[dict] = field(default_factory=list)
+    started: float = 0.0  # perf_counter at the start, less the wall time of resumed epochs
+
+    @property
+    def model(self) -> nn.Module:
+        return self.trainer.model
+
+    @property
+    def world(self) -> World:
+        return self.trainer.world
+
+    def accuracy(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+        return evaluate(model, images, labels, self.data, self.config.eval_batch_size, self.device)
 
 
 class _Progress:
@@ -215,39 +198,32 @@ def _search(
         world.share_error(error, device)
         resume = world.any(resume and world.main, device)
         world.barrier()
-        return _run(out, config, trainer, data, device, total_steps, resume, progress)
+        run = _Run(out, config, trainer, data.training_set_on(device), device, total_steps)
+        return _train(run, resume, progress)
 
 
-def _run(
-    out: Path,
-    config: SearchConfig,
-    trainer: Trainer,
-    data: DataSplit,
-    device: torch.device,
-    total_steps: int,
-    resume: bool,
-    progress: bool,
-) -> dict:
-    world = trainer.world
-    data = data.training_set_on(device)
-    masks = mask_state(trainer.model)
+def _train(run: _Run, resume: bool, progress: bool) -> dict:
+    masks = mask_state(run.model)
     density = masks.binary_density if masks else 1.0
-    state, history = _State(), []
+    config, device, world, trainer, data = run.config, run.device, run.world, run.trainer, run.data
     if resume:
-        state, history = _load_checkpoint(out / CHECKPOINT_FILE, config, trainer, device)
+        run.state, run.history = load_run_checkpoint(
+            run.out / CHECKPOINT_FILE, config, trainer, device
+        )
     elif world.main:
-        write_text(out / CONFIG_FILE, json.dumps(config.to_dict(), indent=2, sort_keys=True))
-        write_text(out / METRICS_FILE, "")
+        write_text(run.out / CONFIG_FILE, json.dumps(config.to_dict(), indent=2, sort_keys=True))
+        write_text(run.out / METRICS_FILE, "")
 
-    started = time.perf_counter() - state.wall
-    with _Progress(progress and world.main, total_steps) as bar:
-        while state.step < total_steps and state.epoch < config.epochs:
+    state = run.state
+    run.started = time.perf_counter() - state.wall
+    with _Progress(progress and world.main, run.total_steps) as bar:
+        while state.step < run.total_steps and state.epoch < config.epochs:
             # running sums stay on the device: reading them every step would stall the GPU
             losses = torch.zeros((), dtype=torch.float64, device=device)
             correct = torch.zeros((), dtype=torch.long, device=device)
             seen = 0
             for images, labels in train_batches(data, config.batch_size, config.seed, state.epoch):
-                if state.step >= total_steps:
+                if state.step >= run.total_steps:
                     break
                 images, labels, weight = world.shard(images, labels)
                 x = normalise(images.to(device, non_blocking=True), data.spec)
@@ -255,7 +231,7 @@ def _run(
                 try:
                     result = trainer.step(x, y, state.step, weight)
                 except NonFiniteError as exc:
-                    raise _stopped(exc.what, exc.step, state.epoch, out) from None
+                    raise _stopped(exc.what, exc.step, state.epoch, run.out) from None
                 state.step += 1
                 if result is None:  # skipped by --on-nan skip-batch
                     continue
@@ -265,7 +241,7 @@ def _run(
                 losses += loss * len(y)
                 correct += (logits.argmax(1) == y).sum()
                 seen += len(y)
-                if state.step % 10 == 0 or state.step == total_steps:
+                if state.step % 10 == 0 or state.step == run.total_steps:
                     bar.update(
                         state.step,
                         state.epoch,
@@ -273,41 +249,38 @@ def _run(
                         f"sparsity {1 - density:.3f} λ {trainer.controller.lam:.3g}",
                     )
             losses, correct, seen = world.sum([float(losses), int(correct), seen], device)
-            moved = None
-            if budget.applies(config) and (
-                state.step >= total_steps or state.epoch + 1 >= config.epochs
-            ):  # the last epoch: its record, checkpoint and ticket carry the exact mask
-                moved = budget.meet_target_(trainer.model, config.target_sparsity)
-            record = _epoch_record(
-                trainer.model,
-                data,
-                config,
-                device,
-                state,
-                trainer.controller,
-                losses / max(1, seen),
-                correct / max(1, seen),
-                started,
-            )
-            if not trainer.parameters_finite():  # never checkpoint a broken state
-                raise _stopped("trained parameter", state.step, state.epoch, out)
-            record["skipped_batches"] = trainer.skipped_batches
-            if moved is not None:
-                record["gates_moved_to_target"] = moved
-            history.append(record)
-            state.epoch += 1
-            state.wall = time.perf_counter() - started
-            if world.main:
-                _save_checkpoint(out / CHECKPOINT_FILE, config, trainer, state, history)
-                with open(out / METRICS_FILE, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(record, sort_keys=True) + "\n")
+            record = _end_epoch(run, losses / max(1, seen), correct / max(1, seen))
             shown = "structured_sparsity" if config.target_scope == "structure" else "sparsity"
             bar.update(
                 state.step,
                 state.epoch - 1,
                 f"test {record['test_accuracy']:.4f} {shown.replace('_', ' ')} {record[shown]:.3f}",
             )
-    return _finish(out, config, trainer.model, data, device, state, history, world.main)
+    return _finish(run, write=world.main)
+
+
+def _end_epoch(run: _Run, loss: float, acc: float) -> dict:
+    """Evaluate, record and checkpoint the epoch just trained; its record is returned."""
+    config, state, trainer = run.config, run.state, run.trainer
+    moved = None
+    if budget.applies(config) and (
+        state.step >= run.total_steps or state.epoch + 1 >= config.epochs
+    ):  # the last epoch: its record, checkpoint and ticket carry the exact mask
+        moved = budget.meet_target_(run.model, config.target_sparsity)
+    record = _epoch_record(run, loss, acc)
+    if not trainer.parameters_finite():  # never checkpoint a broken state
+        raise _stopped("trained parameter", state.step, state.epoch, run.out)
+    record["skipped_batches"] = trainer.skipped_batches
+    if moved is not None:
+        record["gates_moved_to_target"] = moved
+    run.history.append(record)
+    state.epoch += 1
+    state.wall = time.perf_counter() - run.started
+    if run.world.main:
+        save_run_checkpoint(run.out / CHECKPOINT_FILE, config, trainer, state, run.history)
+        with open(run.out / METRICS_FILE, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+    return record
 
 
 def _stopped(what: str, step: int, epoch: int, out: Path) -> SltError:
@@ -322,25 +295,12 @@ def _stopped(what: str, step: int, epoch: int, out: Path) -> SltError:
     )
 
 
-def _epoch_record(
-    model: nn.Module,
-    data: DataSplit,
-    config: SearchConfig,
-    device: torch.device,
-    state: _State,
-    controller: SparsityController,
-    loss: float,
-    acc: float,
-    started: float,
-) -> dict:
+def _epoch_record(run: _Run, loss: float, acc: float) -> dict:
+    model, data, config, state = run.model, run.data, run.config, run.state
     if any(True for _ in gate_families(model)):  # relaxed masks in training: see batchnorm.py
-        recalibrate_batchnorm_(model, data, config.batch_size, config.seed, device)
-    test_accuracy = evaluate(model, data.test_x, data.test_y, data, config.eval_batch_size, device)
-    val_accuracy = (
-        None
-        if data.val_y is None
-        else evaluate(model, data.val_x, data.val_y, data, config.eval_batch_size, device)
-    )
+        recalibrate_batchnorm_(model, data, config.batch_size, config.seed, run.device)
+    test_accuracy = run.accuracy(model, data.test_x, data.test_y)
+    val_accuracy = None if data.val_y is None else run.accuracy(model, data.val_x, data.val_y)
     _, _, sparsity = totals(per_layer_sparsity(model))
     masks = mask_state(model, expected=True)
     record = {
@@ -351,10 +311,10 @@ def _epoch_record(
         "test_accuracy": test_accuracy,
         "val_accuracy": val_accuracy,
         "sparsity": sparsity,
-        "lambda": controller.lam,
+        "lambda": run.trainer.controller.lam,
         "expected_density": masks.expected_density if masks else None,
         "gate_histogram": gate_histogram(model),
-        "seconds": round(time.perf_counter() - started, 3),
+        "seconds": round(time.perf_counter() - run.started, 3),
     }
     structured = structured_sparsity(model)
     if structured is not None:
@@ -362,16 +322,8 @@ def _epoch_record(
     return record
 
 
-def _finish(
-    out: Path,
-    config: SearchConfig,
-    model: nn.Module,
-    data: DataSplit,
-    device: torch.device,
-    state: _State,
-    history: list[dict],
-    write: bool = True,
-) -> dict:
+def _finish(run: _Run, write: bool = True) -> dict:
+    model, data, config, state, history = run.model, run.data, run.config, run.state, run.history
     model.eval()
     layers = per_layer_sparsity(model)
     total, kept, sparsity = totals(layers)
@@ -382,9 +334,7 @@ def _finish(
     if history:
         test_accuracy, histogram = history[-1]["test_accuracy"], history[-1]["gate_histogram"]
     else:
-        test_accuracy = evaluate(
-            model, data.test_x, data.test_y, data, config.eval_batch_size, device
-        )
+        test_accuracy = run.accuracy(model, data.test_x, data.test_y)
         histogram = gate_histogram(model)
     summary = {
         "test_accuracy": test_accuracy,
@@ -408,43 +358,40 @@ def _finish(
         "model": config.model,
         "data": config.data,
         "seed": config.seed,
-        "device": device.type,
+        "device": run.device.type,
         "skipped_batches": history[-1].get("skipped_batches", 0) if history else 0,
         "gates_moved_to_target": history[-1].get("gates_moved_to_target") if history else None,
         "pure_ticket": not (config.learn_bias or config.affine_bn) and config.method != "dense",
     }
     if config.granularity.startswith("channel"):
-        summary.update(_shrunk_summary(model, data, config, device))
+        summary.update(_shrunk_summary(run))
     if not write:
         return summary
     model.cpu()
     metrics = {k: summary[k] for k in ("test_accuracy", "sparsity", "params_total", "params_kept")}
     ticket = Ticket(config, data.spec, ticket_tensors(model), model_checksum(model), metrics)
-    save_ticket(out / TICKET_FILE, ticket)
-    write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True))
+    save_ticket(run.out / TICKET_FILE, ticket)
+    write_text(run.out / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True))
     return summary
 
 
-def _shrunk_summary(
-    model: nn.Module, data: DataSplit, config: SearchConfig, device: torch.device
-) -> dict:
+def _shrunk_summary(run: _Run) -> dict:
     """Channel tickets: the physically smaller network the export writes, its size and its
     own test accuracy (it must predict what the masked network predicts)."""
     from slt_deploy.masking.fold import fold
     from slt_deploy.masking.shrink import measure, shrink
 
+    model = run.model
     masks = {name: layer.mask_source.binary_mask() for name, layer in masked_layers(model)}
     plain = fold(model, masks).cpu()
-    shape = tuple(data.spec.input_shape)
+    shape = tuple(run.data.spec.input_shape)
     small, kept = shrink(plain, shape)
     before, after = measure(plain, shape), measure(small, shape)
-    accuracy = evaluate(
-        small.to(device), data.test_x, data.test_y, data, config.eval_batch_size, device
-    )
+    accuracy_small = run.accuracy(small.to(run.device), run.data.test_x, run.data.test_y)
     return {
         "structured_sparsity": structured_sparsity(model),
-        "target_scope": config.target_scope,
-        "shrunk_test_accuracy": accuracy,
+        "target_scope": run.config.target_scope,
+        "shrunk_test_accuracy": accuracy_small,
         "shrunk_channels_kept": kept,
         "shrunk_params_ratio": after.params / before.params,
         "shrunk_macs_ratio": after.macs / before.macs,
@@ -453,52 +400,3 @@ def _shrunk_summary(
         "macs_dense_network": before.macs,
         "macs_shrunk_network": after.macs,
     }
-
-
-def _save_checkpoint(
-    path: Path, config: SearchConfig, trainer: Trainer, state: _State, history: list[dict]
-) -> None:
-    payload = {
-        "config": json.dumps(config.replay_key(), sort_keys=True),
-        "model": ticket_tensors(trainer.model),
-        "trainer": trainer.state_dict(),
-        "rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "epoch": state.epoch,
-        "step": state.step,
-        "wall": state.wall,
-        "history": json.dumps(history),
-    }
-    save_checkpoint(path, payload)
-
-
-def _load_checkpoint(
-    path: Path, config: SearchConfig, trainer: Trainer, device: torch.device
-) -> tuple[_State, list[dict]]:
-    try:
-        payload = load_checkpoint(path)
-        saved = SearchConfig.recorded_key(json.loads(payload["config"]))
-        current = config.replay_key()
-        if saved != current:
-            changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-            raise SltError(
-                f"--resume: settings differ from the run being resumed "
-                f"({', '.join(changed)}); resume with the same settings (its config.json "
-                f"records them; a default may have changed since)"
-            )
-        trainer.model.load_state_dict(payload["model"], strict=False)
-        trainer.load_state_dict(payload["trainer"])
-        torch.set_rng_state(payload["rng"])
-        if payload["cuda_rng"] and device.type == "cuda":
-            torch.cuda.set_rng_state_all(payload["cuda_rng"])
-        history = json.loads(payload["history"])
-        state = _State(int(payload["epoch"]), int(payload["step"]), float(payload["wall"]))
-    except SltError:
-        raise
-    except Exception as exc:  # torch raises many types for a damaged file
-        raise SltError(f"cannot resume from {path}: {type(exc).__name__}: {exc}") from None
-    if trainer.world.main:  # drop records of epochs after the checkpoint
-        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in history)
-        write_text(path.parent / METRICS_FILE, lines)
-    trainer.model.to(device)
-    return state, history

@@ -1,4 +1,5 @@
-"""One writer per run directory. An exclusive `flock` on `<out>/.lock`, held for the whole
+"""A search's run directory: its files, the refusals before it is written, and one writer
+at a time. An exclusive `flock` on `<out>/.lock`, held for the whole
 search: a second search on the same directory refuses at once, and the kernel releases the
 lock when the holder dies (even by SIGKILL), so there are no stale locks to clean up. What a
 killed holder can leave is a half-written temporary file (atomic.py's `.<name>.*.tmp`, never
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -15,8 +17,13 @@ from pathlib import Path
 
 from slt_deploy.atomic import remove_stale_temporaries
 from slt_deploy.errors import SltError
+from slt_deploy.search.config import SearchConfig
 
 LOCK_FILE = ".lock"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
 
 
 def _fail(out: Path, exc: OSError) -> SltError:
@@ -66,3 +73,40 @@ def clear(out: Path) -> None:
                 path.unlink()
     except OSError as exc:
         raise _fail(out, exc) from None
+
+
+def check_run_dir(out: Path, resume: bool, force: bool) -> None:
+    """Refusals that need no lock (nothing is created before them)."""
+    if resume and force:
+        raise SltError("give --resume or --force, not both")
+    if resume and not out.is_dir():
+        raise SltError(f"--resume: no run directory {out}")
+    if force and out.is_file():
+        try:
+            out.unlink()
+        except OSError as exc:
+            raise SltError(f"cannot replace {out}: {exc.strerror or exc}") from None
+
+
+def prepare_run_dir(out: Path, config: SearchConfig, resume: bool, force: bool) -> bool:
+    """With the lock held: refuse to clobber a run unless asked (--force replaces it, --resume
+    continues it). Returns whether there is a checkpoint to resume. A run killed before its
+    first checkpoint starts over under --resume, if its settings are the same."""
+    if resume:
+        if (out / CHECKPOINT_FILE).is_file():
+            return True
+        if entries(out) and _recorded_config(out) != config.to_dict():
+            raise SltError(f"--resume: no checkpoint in {out}")
+        clear(out)
+        return False
+    if entries(out) and not force:
+        raise SltError(f"{out} exists; pass --resume to continue it or --force to replace it")
+    clear(out)
+    return False
+
+
+def _recorded_config(out: Path) -> dict | None:
+    try:
+        return json.loads((out / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return None
