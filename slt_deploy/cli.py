@@ -835,7 +835,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 @cli.command()
-@click.argument("artifacts", nargs=-1, required=True)
+@click.argument("artifacts", nargs=-1)
 @click.option(
     "--device",
     type=click.Choice(["cpu", "cuda", "jetson"]),
@@ -887,6 +887,13 @@ def _int_list(text: str) -> tuple[int, ...]:
     help="How to start slt-deploy on the remote host.",
 )
 @click.option("--quiet", is_flag=True, help="No table on the terminal.")
+@click.option(
+    "--request",
+    "request_file",
+    type=click.Path(path_type=Path),
+    hidden=True,
+    help="A BenchRequest as JSON, in place of ARTIFACTS and the options (what --remote sends).",
+)
 def bench(
     artifacts: tuple[str, ...],
     device: str,
@@ -909,6 +916,7 @@ def bench(
     ssh_options: tuple[str, ...],
     remote_command: str,
     quiet: bool,
+    request_file: Path | None,
 ) -> None:
     """Latency (mean/p50/p90/p99), throughput, peak memory, load time and size of artifacts.
 
@@ -930,26 +938,15 @@ def bench(
 
     console = Console(stderr=True, log_path=False)
     say = (lambda _: None) if quiet else console.log
-    if remote:
-        from slt_deploy.bench.remote import run_remote
-
-        forwarded = [
-            "--device", device, "--batch-size", batch_sizes, "--precision", precision,
-            "--warmup-ms", str(warmup_ms), "--min-iterations", str(min_iterations),
-            "--min-seconds", str(min_seconds), "--memory" if memory else "--no-memory", "--quiet",
-        ]  # fmt: skip
-        for flag, value in (("--backend", backend), ("--threads", threads)):
-            if value:
-                forwarded += [flag, str(value)]
-        forwarded += ["--compile"] if use_compile else []
-        forwarded += ["--cuda-graph"] if cuda_graph else []
-        if sparse_engine is not None:
-            forwarded += ["--sparse-engine" if sparse_engine else "--dense-engine"]
-        if ort_spinning is not None:
-            forwarded += ["--ort-spinning" if ort_spinning else "--no-ort-spinning"]
-        records = run_remote(
-            remote, list(artifacts), forwarded, list(ssh_options), remote_command, say
-        )
+    if request_file is not None:  # what --remote sends: the request, every option in it
+        if artifacts:
+            raise SltError("--request holds the artifacts; give none on the command line")
+        try:
+            request = BenchRequest.from_dict(json.loads(request_file.read_text()))
+        except (OSError, ValueError) as exc:
+            raise SltError(f"--request {request_file}: {exc}") from None
+    elif not artifacts:
+        raise SltError("give at least one artifact to bench")
     else:
         request = BenchRequest(
             artifacts=artifacts,
@@ -969,6 +966,12 @@ def bench(
             memory=memory,
             ort_spinning=ort_spinning,
         )
+    if remote:
+        from slt_deploy.bench.remote import run_remote
+
+        request.validate()
+        records = run_remote(remote, request, list(ssh_options), remote_command, say)
+    else:
         records = run_bench(request, say)
     if json_out:
         output.write_json(json_out, records)

@@ -236,3 +236,28 @@ def test_cuda_without_a_gpu_is_refused(artifacts):
     assert done.returncode == 2 and "error:" in done.stderr
     with pytest.raises(SltError, match="trt back-end runs on cuda"):
         runner_for(inspect(artifacts / "m.onnx"), "trt", RunnerOptions())
+
+
+def test_a_request_round_trips_through_json_and_runs_from_a_file(artifacts, tmp_path):
+    """What `bench --remote` sends: every field of the request survives, and `bench --request`
+    runs it (the remote side), so an option added later cannot be dropped on the way."""
+    request = BenchRequest(
+        (str(artifacts / "m.onnx"),),
+        backends=("ort",),
+        batch_sizes=(1, 4),
+        options=RunnerOptions(threads=1, ort_spinning=False),
+        policy=TimingPolicy(0.01, 5, 0.05),
+        memory=False,
+        ort_spinning=False,
+    )
+    assert BenchRequest.from_dict(json.loads(json.dumps(request.to_dict()))) == request
+    sent = tmp_path / "request.json"
+    sent.write_text(json.dumps(request.to_dict()))
+    done = run_cli("bench", "--request", str(sent), "--quiet", "--json", str(tmp_path / "r.json"))
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "r.json").read_text())
+    assert [(r["backend"], r["batch_size"]) for r in rows] == [("ort", 1), ("ort", 4)]
+    sent.write_text(json.dumps({**request.to_dict(), "warp_speed": True}))
+    done = run_cli("bench", "--request", str(sent))
+    assert done.returncode == 2 and "not a bench request" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

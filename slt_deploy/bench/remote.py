@@ -1,6 +1,8 @@
 """`bench --remote user@host`: copy the artifacts over scp to a fresh temporary directory on
-the host, run `slt-deploy bench --json` there over ssh (so engines are built on the device
-they run on), fetch the JSON, clean up.
+the host, send the `BenchRequest` there as JSON and run `slt-deploy bench --request` over ssh
+(so engines are built on the device they run on, and every option travels: nothing is rebuilt
+as an argument list), fetch the JSON results, clean up. The host needs this version of
+slt-deploy.
 
 Nothing is built as a local shell string: ssh and scp get argument lists, the one command the
 remote shell sees is `shlex.join` of its arguments, remote paths are names we generate, and
@@ -16,9 +18,11 @@ import shlex
 import subprocess
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from slt_deploy.bench.artifacts import inspect
+from slt_deploy.bench.run import BenchRequest
 from slt_deploy.errors import SltError
 from slt_deploy.export.report import report_path
 
@@ -98,16 +102,18 @@ def _files_to_copy(path: str, index: int) -> list[tuple[Path, str]]:
 
 def run_remote(
     host: str,
-    artifacts: list[str],
-    bench_args: list[str],
+    request: BenchRequest,
     ssh_options: list[str],
     remote_command: str = "slt-deploy",
     say: Callable[[str], None] = lambda _: None,
 ) -> list[dict]:
+    """Bench `request` on `host`: its artifacts are copied there and the request travels as
+    JSON (`bench --request`), every option with it. The engine cache is the host's own."""
     remote = Remote(host, ssh_options)
     command = shlex.split(remote_command)
     if not command:
         raise SltError("--remote-command is empty")
+    artifacts = list(request.artifacts)
     copies = [_files_to_copy(path, i) for i, path in enumerate(artifacts)]
     say(f"creating a temporary directory on {host}")
     directory = remote.ssh(["mktemp", "-d", "-t", "slt-bench.XXXXXXXX"], "mktemp").stdout.strip()
@@ -119,11 +125,22 @@ def run_remote(
                 say(f"copying {local.name} to {host}")
                 remote.upload(local, f"{directory}/{name}")
         remote_artifacts = [f"{directory}/{files[0][1]}" for files in copies]
+        there = replace(
+            request,
+            artifacts=tuple(remote_artifacts),
+            options=replace(request.options, engine_cache=None),
+        )
         results = f"{directory}/bench.json"
+        with tempfile.TemporaryDirectory() as scratch:
+            sent = Path(scratch) / "request.json"
+            sent.write_text(json.dumps(there.to_dict(), sort_keys=True))
+            remote.upload(sent, f"{directory}/request.json")
         say(f"running the bench on {host}")
         shown = remote.ssh(
-            [*command, "bench", *remote_artifacts, *bench_args, "--json", results], "the bench"
-        )
+            [*command, "bench", "--request", f"{directory}/request.json", "--quiet", "--json",
+             results],
+            "the bench",
+        )  # fmt: skip
         with tempfile.TemporaryDirectory() as scratch:
             local_json = Path(scratch) / "bench.json"
             remote.download(results, local_json)

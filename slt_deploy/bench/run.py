@@ -43,6 +43,26 @@ class BenchRequest:
         for backend in self.backends:
             RUNNERS.get(backend)
 
+    def to_dict(self) -> dict:
+        """JSON-ready: what `bench --remote` sends, so the host runs exactly this request."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BenchRequest:
+        try:
+            nested = {"options": RunnerOptions, "policy": TimingPolicy}
+            fields = {
+                key: nested[key](**value)
+                if key in nested
+                else tuple(value)
+                if isinstance(value, list)
+                else value
+                for key, value in data.items()
+            }
+            return cls(**fields)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise SltError(f"not a bench request of this slt-deploy version: {exc}") from None
+
 
 def pairs(request: BenchRequest) -> tuple[list[tuple], list[str]]:
     """(artifact, back-end) pairs to measure and notes on the pairs skipped: with an explicit
