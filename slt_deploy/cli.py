@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from slt_deploy.errors import SltError
-from slt_deploy.export.formats import FORMATS, format_help
+from slt_deploy.export.formats import BACKEND_NAMES, FORMATS, format_help
 from slt_deploy.search.presets import PRESETS
 
 EXIT_USER_ERROR = 2
@@ -802,6 +802,20 @@ def export(
 @click.option("--data-dir", type=click.Path(path_type=Path))
 @click.option("--batch-size", type=int, default=1000, show_default=True)
 @click.option("--subset", type=int, help="Only the first N test samples.")
+@click.option(
+    "--backend",
+    type=click.Choice(BACKEND_NAMES),
+    help="The bench back-end that runs it [default: by artifact type: .onnx→ort, "
+    ".csr.safetensors→torch-sparse, .engine→trt, ticket/.slt→torch].",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="cuda for the GPU back-ends (ort-trt, trt) and for ort/torch on a GPU.",
+)
+@click.option("--threads", type=int, help="CPU threads for torch and ONNX Runtime [all cores].")
 @click.option("--json", "as_json", is_flag=True, help="Print {accuracy, samples, ...} as JSON.")
 def eval_command(
     artifact: Path,
@@ -809,13 +823,24 @@ def eval_command(
     data_dir: Path | None,
     batch_size: int,
     subset: int | None,
+    backend: str | None,
+    device: str,
+    threads: int | None,
     as_json: bool,
 ) -> None:
-    """Test accuracy of an artifact through its own runtime (ONNX Runtime, CSR, .slt, ticket)."""
+    """Test accuracy of an artifact through the back-end `bench` times it on (ONNX Runtime,
+    torch.sparse CSR, PyTorch for .slt and tickets, TensorRT for engines with --device cuda)."""
     from slt_deploy.evaluate import evaluate_artifact
 
     result = evaluate_artifact(
-        artifact, data, str(data_dir) if data_dir else None, batch_size, subset
+        artifact,
+        data,
+        str(data_dir) if data_dir else None,
+        batch_size,
+        subset,
+        backend=backend,
+        device=device,
+        threads=threads,
     )
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
@@ -846,7 +871,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 @click.option(
     "--backend",
     default="",
-    help="Comma list of torch, torch-sparse, ort, ort-trt, trt [default: by artifact type: "
+    help=f"Comma list of {', '.join(BACKEND_NAMES)} [default: by artifact type: "
     ".onnx→ort, .csr.safetensors→torch-sparse, .engine→trt, ticket/.slt→torch].",
 )
 @click.option("--batch-size", "batch_sizes", default="1", show_default=True, help="E.g. 1,32.")

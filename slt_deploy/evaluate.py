@@ -1,67 +1,17 @@
-"""Accuracy of an artifact through its own runtime: ONNX via ONNX Runtime, CSR via the sparse
-runtime, .slt rebuilt from seed + masks, a ticket or run directory via PyTorch. TensorRT
-engines are device-specific builds of an ONNX file: `bench` runs them, eval reads the ONNX."""
+"""Accuracy of an artifact through a `bench` back-end: the runner that times an artifact is the
+one that classifies the test set, so `eval` and `bench` cannot disagree on what an artifact
+computes. By default each kind runs on its own runtime (ONNX → ONNX Runtime, CSR → torch.sparse,
+.slt and tickets → PyTorch); a TensorRT engine needs `--device cuda`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from slt_deploy.accuracy import accuracy, torch_predictor
+import torch
+
+from slt_deploy.accuracy import accuracy
 from slt_deploy.data import load_dataset
-from slt_deploy.data.base import DataSpec
 from slt_deploy.errors import SltError
-
-
-def _predictor(path: Path) -> tuple[callable, DataSpec | None, str]:
-    """(batch → predicted classes, the artifact's data spec when it records one, runtime).
-    The artifact's kind comes from bench's `inspect`, the one table of suffixes."""
-    from slt_deploy.bench.artifacts import inspect
-
-    kind = inspect(path).kind
-    if kind == "engine":
-        raise SltError(
-            f"{path}: eval runs ONNX, CSR, .slt and tickets; a TensorRT engine is run by "
-            "`slt-deploy bench` (eval the .onnx it was built from: the engine computes the same)"
-        )
-    if kind == "onnx":
-        from slt_deploy.export.onnx_format import INPUT_NAME, OUTPUT_NAME, session
-
-        sess = session(path)
-        spec = _onnx_data_spec(path)
-        return (
-            lambda x: sess.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0].argmax(1),
-            spec,
-            "onnxruntime",
-        )
-    if kind == "slt":
-        from slt_deploy.export.slt_format import read
-
-        net = read(path)
-        return torch_predictor(net.model), net.data, "torch (rebuilt from .slt)"
-    if kind == "csr":
-        from slt_deploy.export.csr_format import load
-
-        model, spec, _ = load(path)
-        return torch_predictor(model), spec, "torch.sparse (CSR)"
-    from slt_deploy.search.ticket import build_model, load_ticket
-
-    ticket = load_ticket(path)
-    return torch_predictor(build_model(ticket)), ticket.data, "torch (ticket)"
-
-
-def _onnx_data_spec(path: Path) -> DataSpec | None:
-    """ONNX files made by `export` have a report beside them that records the data spec."""
-    import json
-
-    from slt_deploy.export.report import report_path
-
-    report = report_path(path)
-    if report.is_file():
-        try:
-            return DataSpec.from_dict(json.loads(report.read_text())["data"])
-        except (ValueError, KeyError, TypeError):
-            return None
-    return None
 
 
 def evaluate_artifact(
@@ -70,22 +20,40 @@ def evaluate_artifact(
     data_dir: str | None = None,
     batch_size: int = 1000,
     subset: int | None = None,
+    backend: str | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
 ) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise SltError(f"{path} does not exist")
-    predict, spec, runtime = _predictor(path)
-    split = load_dataset(data, data_dir).subset(subset)
-    spec = spec or split.spec
-    if tuple(spec.input_shape) != tuple(split.spec.input_shape):
+    from slt_deploy.bench.artifacts import inspect
+    from slt_deploy.bench.runners import RunnerOptions, runner_for
+    from slt_deploy.export.formats import default_backend
+
+    artifact = inspect(path)
+    if artifact.kind == "engine" and device != "cuda":
         raise SltError(
-            f"{path} takes inputs {tuple(spec.input_shape)}, the data set gives "
-            f"{tuple(split.spec.input_shape)}"
+            f"{artifact.path}: a TensorRT engine runs on the GPU it was built for: "
+            "pass --device cuda (or eval the .onnx it was built from: it computes the same)"
         )
+    backend = backend or default_backend(artifact.kind)
+    split = load_dataset(data, data_dir).subset(subset)
+    with runner_for(artifact, backend, RunnerOptions(device=device, threads=threads)) as runner:
+        spec = runner.data or split.spec
+        if tuple(spec.input_shape) != tuple(split.spec.input_shape):
+            raise SltError(
+                f"{artifact.path} takes inputs {tuple(spec.input_shape)}, the data set gives "
+                f"{tuple(split.spec.input_shape)}"
+            )
+
+        def predict(x: torch.Tensor):
+            return runner.logits(runner.prepare(x)).argmax(1)
+
+        correct = accuracy(predict, split.test_x, split.test_y, spec, batch_size)
     return {
-        "artifact": str(path),
-        "runtime": runtime,
+        "artifact": str(artifact.path),
+        "backend": backend,
+        "device": device,
+        "runtime": f"{backend} on {device}",
         "data": data,
         "samples": len(split.test_y),
-        "accuracy": accuracy(predict, split.test_x, split.test_y, spec, batch_size),
+        "accuracy": correct,
     }

@@ -149,8 +149,8 @@ class _Sleeper(Runner):
     def _load(self) -> None:
         self.input_shape = (1,)
 
-    def feed(self, batch: int) -> float:
-        return 0.002 * batch
+    def prepare(self, x) -> float:
+        return 0.002 * len(x)
 
     def infer(self, feed: float) -> None:
         time.sleep(feed)

@@ -13,6 +13,7 @@ from slt_deploy.bench.artifacts import inspect as inspect_artifact
 from slt_deploy.bench.runners import RUNNERS
 from slt_deploy.cli import cli
 from slt_deploy.export import FORMATS
+from slt_deploy.export.formats import BACKEND_NAMES
 from slt_deploy.masking.gates import GATES
 from slt_deploy.search.config import GRANULARITIES, METHOD_NAMES
 from slt_deploy.search.methods import METHODS
@@ -45,3 +46,7 @@ def test_search_methods_gates_and_granularities_are_their_registries():
     assert _choices("search", "method") == METHODS.names() == sorted(METHOD_NAMES)
     assert _choices("search", "gate_family") == GATES.names()
     assert _choices("search", "granularity") == sorted(GRANULARITIES)
+
+
+def test_eval_backends_are_the_bench_runners():
+    assert _choices("eval", "backend") == sorted(BACKEND_NAMES) == RUNNERS.names()

@@ -57,6 +57,20 @@ def test_each_format_matches_pytorch_and_the_searched_accuracy(ticket, tmp_path,
     assert result["samples"] == 360
 
 
+def test_eval_runs_through_every_cpu_bench_backend_with_the_same_predictions(ticket, tmp_path):
+    """eval classifies with bench's runners: the .slt and the ticket under each CPU back-end
+    (ORT on the ONNX built in memory, dense torch, torch CSR) give the searched accuracy."""
+    run, summary = ticket
+    slt = tmp_path / "m.slt"
+    export(ExportRequest(run, "slt", slt))
+    for artifact in (slt, run):
+        for backend in ("torch", "torch-sparse", "ort"):
+            result = evaluate_artifact(artifact, "digits", backend=backend, threads=1)
+            assert (result["backend"], result["device"]) == (backend, "cpu")
+            assert result["accuracy"] == summary["test_accuracy"], (artifact, backend)
+    assert evaluate_artifact(run, "digits")["backend"] == "torch"
+
+
 def test_onnx_graph_is_checked_named_and_batch_dynamic(ticket, tmp_path):
     run, _ = ticket
     out = tmp_path / "m.onnx"
@@ -157,17 +171,29 @@ def test_corrupt_and_foreign_artifacts_exit_2_with_one_line(ticket, tmp_path):
     foreign.write_bytes(lzma.compress(b"{}" * 10))
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"\x00not onnx" * 20)
-    engine = tmp_path / "m.engine"  # eval does not run engines: it says where they run
+    engine = tmp_path / "m.engine"  # an engine runs on its GPU: eval says so on the CPU
     engine.write_bytes(b"\x00" * 64)
     unknown = tmp_path / "m.bin"
     unknown.write_bytes(b"\x00" * 64)
     stderr = {}
-    for path in (truncated, foreign, garbage, engine, unknown):
-        result = _cli("eval", str(path), "--data", "digits")
+    no_gpu = "--device", "cuda"  # on a machine without one (CI): one line, not a traceback
+    for path, *options in (
+        (truncated,),
+        (foreign,),
+        (garbage,),
+        (engine,),
+        (unknown,),
+        (slt, *no_gpu),
+        (slt, "--backend", "trt"),
+    ):
+        result = _cli("eval", str(path), "--data", "digits", *options)
         assert result.returncode == 2, (path, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
-        stderr[path] = result.stderr
-    assert "slt-deploy bench" in stderr[engine] and "unknown artifact type" in stderr[unknown]
+        stderr[path, *options] = result.stderr
+    assert "--device cuda" in stderr[engine,] and "unknown artifact type" in stderr[unknown,]
+    assert "cannot run m.slt" in stderr[slt, "--backend", "trt"]
+    if not torch.cuda.is_available():
+        assert "no CUDA GPU" in stderr[(slt, *no_gpu)]
     with pytest.raises(SltError):
         read_slt(truncated)
 

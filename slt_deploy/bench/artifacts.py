@@ -47,6 +47,15 @@ class Artifact:
                 raise SltError(f"{path} is not an export report of slt-deploy")
         return report
 
+    def data_spec(self):
+        """The data spec (input shape, normalisation) the export report records, or None."""
+        from slt_deploy.data.base import DataSpec
+
+        try:
+            return DataSpec.from_dict((self.report() or {})["data"])
+        except (SltError, ValueError, KeyError, TypeError):
+            return None
+
 
 def inspect(path: str | Path) -> Artifact:
     """The artifact's kind, from the suffixes of the format table (export/formats.py); a run

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from slt_deploy.bench.artifacts import Artifact, deployable
+from slt_deploy.data.base import DataSpec
 from slt_deploy.errors import SltError
 from slt_deploy.registry import Registry
 from slt_deploy.runtimes import import_onnxruntime
@@ -44,6 +45,7 @@ class Runner(ABC):
     artifact: Artifact
     options: RunnerOptions
     input_shape: tuple[int, ...] = ()
+    data: DataSpec | None = None  # the data spec the artifact records, where it records one
     load_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -60,9 +62,14 @@ class Runner(ABC):
     @abstractmethod
     def _load(self) -> None: ...
 
-    @abstractmethod
     def feed(self, batch: int) -> object:
         """A seeded random batch already on the device (its values do not change speed)."""
+        return self.prepare(self._random(batch))
+
+    @abstractmethod
+    def prepare(self, x: torch.Tensor) -> object:
+        """A given float32 host batch in the form `infer` takes, on the device: how `eval`
+        runs real images through the same back-end `bench` times."""
 
     @abstractmethod
     def infer(self, feed: object) -> object:
@@ -142,8 +149,8 @@ class _TorchModule(Runner):
         half = self.options.precision == "fp16" and self.options.device == "cuda"
         return torch.float16 if half else torch.float32
 
-    def feed(self, batch: int) -> torch.Tensor:
-        x = self._random(batch).to(self.options.device, self.dtype)
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.options.device, self.dtype)
         if self.options.cuda_graph and self.options.device == "cuda":
             self._capture(x)
         return x
@@ -186,7 +193,7 @@ class TorchRunner(_TorchModule):
 
     def _load(self) -> None:
         net, model = _folded(self.artifact)
-        self.input_shape = tuple(net.data.input_shape)
+        self.input_shape, self.data = tuple(net.data.input_shape), net.data
         model = model.to(self.options.device, self.dtype)
         if self.options.device == "cuda" and len(self.input_shape) == 3:
             model = model.to(memory_format=torch.channels_last)
@@ -209,11 +216,11 @@ class TorchSparseRunner(_TorchModule):
             from slt_deploy.export.csr_format import load
 
             model, spec, _ = load(self.artifact.path)
-            self.input_shape = tuple(spec.input_shape)
+            self.input_shape, self.data = tuple(spec.input_shape), spec
             self.model = model
             return
         net, model = _folded(self.artifact)
-        self.input_shape = tuple(net.data.input_shape)
+        self.input_shape, self.data = tuple(net.data.input_shape), net.data
         pattern = {n: supports_24(tuple(m.shape)) and is_24(m) for n, m in net.masks.items()}
         if self.options.device == "cuda" and pattern and all(pattern.values()):
             self.model = _semi_structured(model, list(net.masks), self.notes)
@@ -255,20 +262,16 @@ class OrtRunner(Runner):
         return [self.provider_names[self.options.device]]
 
     def _load(self) -> None:
-        ort = import_onnxruntime()
+        from slt_deploy.export.onnx_format import session, to_onnx_bytes
 
         if self.artifact.kind == "onnx":
-            from slt_deploy.export.onnx_format import verify
-
-            verify(self.artifact.path)
-            model = str(self.artifact.path)
+            model, self.data = self.artifact.path, self.artifact.data_spec()
         else:  # a ticket: the same ONNX `export --format onnx` writes, in memory
-            from slt_deploy.export.onnx_format import to_onnx_bytes
-
             net, folded = _folded(self.artifact)
             model = to_onnx_bytes(folded, tuple(net.data.input_shape))
+            self.data = net.data
         wanted = self._providers()
-        available = ort.get_available_providers()
+        available = import_onnxruntime().get_available_providers()
         missing = [p if isinstance(p, str) else p[0] for p in wanted]
         missing = [p for p in missing if p not in available]
         if missing:
@@ -276,18 +279,15 @@ class OrtRunner(Runner):
                 f"ONNX Runtime here lacks {', '.join(missing)} (pip install onnxruntime-gpu "
                 "for CUDA and TensorRT)"
             )
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if not self.options.ort_spinning:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self.notes.append(SPINNING_NOTE)
-        if self.options.threads:
-            options.intra_op_num_threads = self.options.threads
-            options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(model, options, providers=wanted)
-        except Exception as exc:  # ORT raises its own exception types
-            raise SltError(f"ONNX Runtime cannot load {self.artifact.label}: {exc}") from None
+        self.session = session(
+            model,
+            wanted,
+            threads=self.options.threads,
+            spinning=self.options.ort_spinning,
+            label=self.artifact.label,
+        )
         dims = self.session.get_inputs()[0].shape[1:]
         if not all(isinstance(d, int) for d in dims):
             raise SltError(f"{self.artifact.label}: input shape {dims} is not fixed past the batch")
@@ -295,8 +295,8 @@ class OrtRunner(Runner):
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 
-    def feed(self, batch: int) -> object:
-        x = self._random(batch).numpy()
+    def prepare(self, x: torch.Tensor) -> object:
+        x = x.numpy()
         if self.options.device == "cpu":
             return {self.input_name: x}
         ort = import_onnxruntime()
@@ -362,6 +362,7 @@ class TensorrtRunner(Runner):
             trt_format.check_engine_compatible(report["engine"], trt_format.device_record(trt))
             engine_bytes = self.artifact.path.read_bytes()
             self.input_shape = tuple(report["data"]["input_shape"])
+            self.data = self.artifact.data_spec()
         else:
             engine_bytes, self.input_shape, note = engine_for(self.artifact, self.options, report)
             self.notes.append(note)
@@ -374,11 +375,13 @@ class TensorrtRunner(Runner):
         self.stream = torch.cuda.Stream()
         self.graph = None
 
-    def feed(self, batch: int) -> object:
+    def prepare(self, x: torch.Tensor) -> object:
         input_name, output_name = self.names
-        x = self._random(batch).cuda()
+        x = x.cuda()
         if not self.context.set_input_shape(input_name, tuple(x.shape)):
-            raise SltError(f"batch {batch} is outside the engine's optimisation profile")
+            raise SltError(
+                f"batch {len(x)} is outside the optimisation profile of {self.artifact.label}"
+            )
         out = torch.empty(tuple(self.context.get_tensor_shape(output_name)), device="cuda")
         self.context.set_tensor_address(input_name, x.data_ptr())
         self.context.set_tensor_address(output_name, out.data_ptr())

@@ -22,6 +22,8 @@ from slt_deploy.registry import Registry
 # ticket .safetensors) is what search writes, not an export format
 DEFAULT_BACKENDS = {"onnx": "ort", "csr": "torch-sparse", "engine": "trt", "slt": "torch"}
 TICKET_KIND, TICKET_BACKEND = "ticket", "torch"
+# every back-end bench.runners registers (tests/test_cli_choices.py holds the two equal)
+BACKEND_NAMES = ("ort", "ort-trt", "torch", "torch-sparse", "trt")
 
 
 @dataclass(frozen=True)

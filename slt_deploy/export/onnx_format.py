@@ -109,18 +109,33 @@ def check(path: Path) -> None:
         raise SltError(f"{path} failed onnx.checker: {exc}") from None
 
 
-def session(path: str | Path, providers: list[str] | None = None):
+def session(
+    model: str | Path | bytes,
+    providers: list | None = None,
+    *,
+    threads: int | None = None,
+    spinning: bool = True,
+    label: str | None = None,
+):
+    """The one way an ONNX Runtime session is opened: export's checks, `eval` and `bench`'s
+    ort back-ends all run the file under the same options (all graph optimisations). A file is
+    verified against its seal first; bytes are a network built in memory."""
     ort = import_onnxruntime()
 
-    verify(path)
+    if not isinstance(model, bytes):
+        verify(model)
+        label, model = label or str(model), str(model)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(
-            str(path), options, providers=providers or ["CPUExecutionProvider"]
-        )
+        return ort.InferenceSession(model, options, providers=providers or ["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own exception types
-        raise SltError(f"ONNX Runtime cannot load {path}: {exc}") from None
+        raise SltError(f"ONNX Runtime cannot load {label}: {exc}") from None
 
 
 def parity(path: Path, reference: nn.Module, inputs: torch.Tensor) -> dict:
