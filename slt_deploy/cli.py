@@ -3,6 +3,7 @@ prints. User errors (SltError) become one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -61,318 +62,71 @@ def _parse_kwarg(text: str) -> tuple[str, object]:
     return key.strip().replace("-", "_"), value
 
 
-SEARCH_FIELDS = {  # click parameter name -> SearchConfig field, where they differ
-    "gate_family": "gate",
-}
+def _config_option(f: dataclasses.Field):
+    """`--field-name` for a SearchConfig field, from its type, default, help and choices
+    (search/config.py, `setting`): the option and the field cannot drift apart."""
+    flag = "--" + f.name.replace("_", "-")
+    kinds = [k.strip() for k in f.type.split("|")]
+    meta, default = f.metadata, f.default
+    kwargs: dict = {"default": default, "help": meta["help"], "show_default": default is not None}
+    if "bool" in kinds:
+        return click.option(f"{flag}/--no-{flag[2:]}", f.name, **kwargs)
+    if meta["choices"]:
+        kwargs["type"] = click.Choice(meta["choices"])
+    elif meta["path"]:
+        kwargs["type"] = click.Path(path_type=Path)
+    else:
+        kwargs["type"] = {"int": int, "float": float, "str": str}[kinds[0]]
+    return click.option(flag, f.name, **kwargs)
 
 
-SEARCH_OPTIONS = {  # shared by `search` and `sweep`
-    "--preset": click.option(
-        "--preset",
-        type=click.Choice(PRESETS.names()),
-        help="A named method, below --recipe and the options given here: paper = the paper's "
-        "gates (uniform weights, no sharpening, plain cross-entropy); gates-v1 = this tool's "
-        "gates before the current defaults (docs/search.md).",
-    ),
-    "--recipe": click.option(
-        "--recipe",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="TOML recipe of search settings; options given here override it.",
-    ),
-    "--model": click.option(
-        "--model",
-        default="lenet-300-100",
-        show_default=True,
-        help="lenet-300-100, fc, conv2/4/6/8, resnet18, resnet50, wide_resnet50_2, wrn-28-10, "
-        "vit_tiny/small/base, swin_tiny, or timm:<any timm model>.",
-    ),
-    "--width": click.option(
-        "--width", type=float, help="Width of `fc` (neurons) or width multiplier of convN."
-    ),
-    "--depth": click.option("--depth", type=int, help="Hidden layers of `fc`."),
-    "--img-size": click.option(
-        "--img-size", type=int, help="timm ViT/Swin: input size [the data set's]."
-    ),
-    "--patch-size": click.option(
-        "--patch-size", type=int, help="timm ViT/Swin: patch size [4 or 2 at 32 px]."
-    ),
-    "--model-arg": click.option(
-        "--model-arg",
-        "model_args",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Any other keyword argument of the model builder (repeatable).",
-    ),
-    "--data": click.option(
-        "--data",
-        default="digits",
-        show_default=True,
-        help="mnist, fashion-mnist, cifar10, imagefolder:PATH, or digits (embedded).",
-    ),
-    "--data-dir": click.option(
-        "--data-dir",
-        type=click.Path(path_type=Path),
-        help="Folder holding the data set's files (IDX, CIFAR batches, ImageFolder, .tar).",
-    ),
-    "--download": click.option(
-        "--download/--no-download",
-        default=False,
-        show_default=True,
-        help="Fetch the data set with torchvision when missing (needs internet).",
-    ),
-    "--subset": click.option(
-        "--subset",
-        type=int,
-        help="Use only N training and N test samples (a fixed permutation, not the first N).",
-    ),
-    "--val-split": click.option(
-        "--val-split",
-        type=int,
-        help="Hold N training samples out as a validation split (the same N for every run and "
-        "seed); its accuracy is recorded beside the test accuracy. Choose settings on it.",
-    ),
-    "--max-steps": click.option(
-        "--max-steps", type=int, help="Stop after N optimizer steps (quick runs)."
-    ),
-    "--method": click.option(
-        "--method",
-        type=click.Choice(["gates", "edge-popup", "dense"]),
-        default="gates",
-        show_default=True,
-        help="Relaxed Bernoulli gates, the edge-popup baseline, or "
-        "ordinary dense training (the accuracy ceiling).",
-    ),
-    "--gate": click.option(
-        "--gate",
-        "gate_family",
-        type=click.Choice(["stg", "hard-concrete"]),
-        default="stg",
-        show_default=True,
-        help="Gate family (docs/design.md, 'Method').",
-    ),
-    "--sigma": click.option(
-        "--sigma",
-        type=float,
-        help="Noise σ of stg gates [0.25 for the default sharpened unstructured gates; 0.5 "
-        "otherwise].",
-    ),
-    "--sigma-final": click.option(
-        "--sigma-final",
-        type=float,
-        help="Anneal stg's σ along a cosine from --sigma to this value (from --sigma-start on), "
-        "so the relaxed network ends close to the binary one it becomes (docs/search.md, "
-        "'Dead gates'). Default: 0.1 for the default sharpened gates; σ constant otherwise.",
-    ),
-    "--sigma-start": click.option(
-        "--sigma-start",
-        type=float,
-        help="Fraction of training to wait before --sigma-final starts annealing σ "
-        "[0.35 for the default sharpened gates, with the sharpening; 0 otherwise].",
-    ),
-    "--gate-bound": click.option(
-        "--gate-bound",
-        type=float,
-        help="Keep every stg mean μ within τ ± K·σ (σ before annealing) after each step, so no "
-        "gate is driven so far below the threshold that it can never reopen (docs/search.md, "
-        "'Dead gates'). 0: unbounded. [3 for the default sharpened gates; 0 otherwise]",
-    ),
-    "--temperature-final": click.option(
-        "--temperature-final",
-        type=float,
-        help="Sharpen stg gates along a cosine from t = 1 to this value over the run: "
-        "z = clip(τ + (μ − τ + ε)/t, 0, 1), so the relaxed network converges to the binary one "
-        "it becomes (docs/search.md, 'Sharpening'). The mask μ > τ does not depend on t. "
-        "Default for stg gates: 0.05; 1 keeps t = 1 (the paper's gate).",
-    ),
-    "--sparsity-ramp": click.option(
-        "--sparsity-ramp",
-        type=float,
-        default=0.35,
-        show_default=True,
-        help="Fraction of training over which --target-sparsity's target density ramps (cubic) "
-        "from the initial density down to 1 - target (docs/search.md, 'Sparsity control').",
-    ),
-    "--sharpen-start": click.option(
-        "--sharpen-start",
-        type=float,
-        help="Fraction of training to wait before --temperature-final starts sharpening, so "
-        "gates stay soft while the sparsity ramp still moves the density [0.35, where the "
-        "ramp ends, for the default sharpened gates; 0.5 otherwise].",
-    ),
-    "--windup-reset": click.option(
-        "--windup-reset/--no-windup-reset",
-        default=None,
-        help="--target-sparsity: drop the controller's integral once, when the density first "
-        "crosses the final target after the ramp; the push it built up chasing the moving "
-        "target otherwise overshoots and freezes (MNIST at 99%: 88.4% without, 96.1% with; "
-        "docs/search.md, 'Windup') [on for the default sharpened gates; off otherwise].",
-    ),
-    "--exact-target": click.option(
-        "--exact-target/--no-exact-target",
-        default=False,
-        show_default=True,
-        help="Gates with --target-sparsity: after the last step, move the gates nearest the "
-        "threshold so the mask keeps exactly round((1 - s) * n) weights, as edge-popup does "
-        "(unstructured gates only). Off by default: on MNIST at 98% it cost 0.9 points, the "
-        "gates it opens were closed for a reason (docs/search.md, 'Sharpening').",
-    ),
-    "--noise": click.option(
-        "--noise",
-        type=click.Choice(["table", "fresh"]),
-        default="table",
-        show_default=True,
-        help="stg noise: windows of a shared N(0,1) table (fast) or fresh draws every step.",
-    ),
-    "--compile": click.option(
-        "--compile/--no-compile",
-        default=None,
-        help="Fuse the stg gate maths into compiled kernels (torch.compile; a one-time compile "
-        "of ~15 s, cached). Default: on for runs of 2,000 steps or more. Same maths either way.",
-    ),
-    "--loss-temperature": click.option(
-        "--loss-temperature",
-        type=click.Choice(["auto", "none", "learned"]),
-        default="auto",
-        show_default=True,
-        help="Scale logits inside the loss by a learned scalar (changes no prediction; "
-        "compensates the shrinking of masked, bias-free networks). auto: learned for gates "
-        "and edge-popup, none for dense.",
-    ),
-    "--gate-init": click.option(
-        "--gate-init",
-        type=float,
-        help="Initial μ (stg, default 0.5; 1.0 measured better for targets of 0.7 and below) "
-        "or log α (hard-concrete, default 2.0).",
-    ),
-    "--threshold": click.option(
-        "--threshold",
-        type=float,
-        default=0.5,
-        show_default=True,
-        help="τ: a weight is kept when its deterministic gate ẑ > τ.",
-    ),
-    "--granularity": click.option(
-        "--granularity",
-        type=click.Choice(["unstructured", "2:4", "channel", "channel+unstructured"]),
-        default="unstructured",
-        show_default=True,
-        help="unstructured: a gate per weight. 2:4: a gate per weight, at most 2 kept in every "
-        "group of 4 consecutive input channels (sparse tensor cores, TensorRT); layers whose input "
-        "channels are not a multiple of 4 stay unstructured. channel: a gate per output channel / "
-        "neuron / MLP hidden unit (the classifier keeps a gate per weight); export removes closed "
-        "channels and the network becomes a smaller dense one (channels joined by a residual "
-        "addition stay ungated). channel+unstructured: both, a gate per weight everywhere too.",
-    ),
-    "--cost": click.option(
-        "--cost",
-        type=click.Choice(["weights", "flops"]),
-        default="weights",
-        show_default=True,
-        help="Gates: --target-sparsity is the fraction of weights (or of multiply-adds) removed; "
-        "each gate's penalty weighs what it removes. With flops a convolution's weight counts "
-        "once per output pixel, so gates prune where compute is (docs/search.md, 'Accuracy "
-        "against deployed cost').",
-    ),
-    "--target-scope": click.option(
-        "--target-scope",
-        type=click.Choice(["all", "structure"]),
-        default="all",
-        show_default=True,
-        help="Channel gates: which removals --target-sparsity counts. all: every zero weight. "
-        "structure: only what the shrunk dense network drops (channels, neurons, heads, "
-        "inputs); with channel+unstructured the per-weight gates then carry no penalty and keep, "
-        "inside the kept channels, the weights that help (LeNet MNIST, 77% of the network "
-        "removed: 85.6% with channel, 96.8% with channel+unstructured; docs/structured.md).",
-    ),
-    "--init": click.option(
-        "--init",
-        type=click.Choice(["uniform", "signed-constant", "kaiming-normal"]),
-        help="Frozen weight scheme [default: the method's best: signed-constant for "
-        "edge-popup and sharpened unstructured stg gates, uniform for other gates, "
-        "kaiming-normal for dense].",
-    ),
-    "--init-gain": click.option(
-        "--init-gain", type=float, help="Gain of the weight scale gain/√fan_in [√2]."
-    ),
-    "--scale-fan": click.option(
-        "--scale-fan/--no-scale-fan",
-        default=None,
-        help="Scale weights by 1/√(1 − target sparsity) so masked layers keep unit-scale "
-        "activations (edge-popup's scale_fan) [default: the method's best].",
-    ),
-    "--target-sparsity": click.option(
-        "--target-sparsity",
-        type=float,
-        help="Fraction of gated weights to remove, in (0, 1); λ is steered to reach it.",
-    ),
-    "--l0": click.option(
-        "--l0", type=float, help="Fix λ of the expected-L0 penalty instead of a target."
-    ),
-    "--epochs": click.option("--epochs", type=int, default=15, show_default=True),
-    "--batch-size": click.option("--batch-size", type=int, default=128, show_default=True),
-    "--optimizer": click.option(
-        "--optimizer",
-        type=click.Choice(["adam", "sgd"]),
-        help="[default: adam for gates, sgd for edge-popup and dense]",
-    ),
-    "--lr": click.option(
-        "--lr",
-        type=float,
-        help="Learning rate [default: the method's best: edge-popup 0.1, dense 0.001; gates "
-        "0.03 for sharpened unstructured stg gates, hard-concrete 0.03, other gates 0.01; "
-        "docs/search.md, 'Defaults'].",
-    ),
-    "--momentum": click.option("--momentum", type=float, help="SGD momentum [0.9]."),
-    "--weight-decay": click.option(
-        "--weight-decay",
-        type=float,
-        help="Weight decay of scores/weights [1e-4]; gates always use 0.",
-    ),
-    "--schedule": click.option(
-        "--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True
-    ),
-    "--seed": click.option(
-        "--seed",
-        type=int,
-        default=0,
-        show_default=True,
-        help="Seed of the frozen weights, the gate noise and the data order.",
-    ),
-    "--device": click.option(
-        "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
-    ),
-    "--amp": click.option(
-        "--amp/--no-amp",
-        default=True,
-        show_default=True,
-        help="bf16 autocast on CUDA (ignored on CPU).",
-    ),
-    "--channels-last": click.option(
-        "--channels-last/--no-channels-last",
-        default=False,
-        show_default=True,
-        help="CUDA: convolution weights and inputs in channels-last (NHWC) memory format, "
-        "which tensor-core convolutions prefer (ignored on CPU; bench/architectures.py).",
-    ),
-    "--on-nan": click.option(
-        "--on-nan",
-        type=click.Choice(["stop", "skip-batch"]),
-        default="stop",
-        show_default=True,
-        help="A NaN/Inf loss or gradient: stop (the last good checkpoint is kept) or skip "
-        "that batch (counted in the summary). NaN in the gates themselves always stops.",
-    ),
-    "--learn-bias": click.option(
-        "--learn-bias",
-        is_flag=True,
-        help="Learn biases too (then the result is no longer a pure strong ticket).",
-    ),
-    "--affine-bn": click.option(
-        "--affine-bn",
-        is_flag=True,
-        help="Learn BatchNorm scale and shift (then no longer a pure strong ticket).",
-    ),
-}
+def _search_options() -> dict:
+    """`search`'s and `sweep`'s options in --help order: every SearchConfig field that has one,
+    plus the few that fill `model_kwargs` or come before the config (preset, recipe)."""
+    from slt_deploy.search.config import SearchConfig
+
+    options = {
+        "--preset": click.option(
+            "--preset",
+            type=click.Choice(PRESETS.names()),
+            help="A named method, below --recipe and the options given here: paper = the "
+            "paper's gates (uniform weights, no sharpening, plain cross-entropy); gates-v1 = "
+            "this tool's gates before the current defaults (docs/search.md).",
+        ),
+        "--recipe": click.option(
+            "--recipe",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="TOML recipe of search settings; options given here override it.",
+        ),
+    }
+    model_kwargs = {
+        "--width": click.option(
+            "--width", type=float, help="Width of `fc` (neurons) or width multiplier of convN."
+        ),
+        "--depth": click.option("--depth", type=int, help="Hidden layers of `fc`."),
+        "--img-size": click.option(
+            "--img-size", type=int, help="timm ViT/Swin: input size [the data set's]."
+        ),
+        "--patch-size": click.option(
+            "--patch-size", type=int, help="timm ViT/Swin: patch size [4 or 2 at 32 px]."
+        ),
+        "--model-arg": click.option(
+            "--model-arg",
+            "model_args",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Any other keyword argument of the model builder (repeatable).",
+        ),
+    }
+    for f in dataclasses.fields(SearchConfig):
+        if f.metadata["cli"]:
+            options["--" + f.name.replace("_", "-")] = _config_option(f)
+        if f.name == "model":
+            options.update(model_kwargs)
+    return options
+
+
+SEARCH_OPTIONS = _search_options()  # shared by `search` and `sweep`
 
 
 def search_options(exclude: tuple[str, ...] = ()):
@@ -410,9 +164,8 @@ def _settings(
         if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
     }
     for name, value in options.items():
-        field = SEARCH_FIELDS.get(name, name)
-        if name in explicit or field not in settings:
-            settings[field] = str(value) if isinstance(value, Path) else value
+        if name in explicit or name not in settings:
+            settings[name] = str(value) if isinstance(value, Path) else value
     kwargs = dict(settings.get("model_kwargs", {}))
     for key, value in map(_parse_kwarg, model_args):
         kwargs[key] = value
