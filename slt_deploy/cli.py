@@ -16,6 +16,10 @@ from slt_deploy.export.formats import BACKEND_NAMES, FORMATS, format_help
 from slt_deploy.search.presets import PRESETS
 
 EXIT_USER_ERROR = 2
+BACKEND_DEFAULTS = (  # eval's and bench's --backend
+    "[default: by artifact type: .onnx→ort, .csr.safetensors→torch-sparse, .engine→trt, "
+    "ticket/.slt→torch]"
+)
 
 
 class SltGroup(click.Group):
@@ -558,8 +562,7 @@ def export(
 @click.option(
     "--backend",
     type=click.Choice(BACKEND_NAMES),
-    help="The bench back-end that runs it [default: by artifact type: .onnx→ort, "
-    ".csr.safetensors→torch-sparse, .engine→trt, ticket/.slt→torch].",
+    help=f"The bench back-end that runs it {BACKEND_DEFAULTS}.",
 )
 @click.option(
     "--device",
@@ -624,8 +627,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 @click.option(
     "--backend",
     default="",
-    help=f"Comma list of {', '.join(BACKEND_NAMES)} [default: by artifact type: "
-    ".onnx→ort, .csr.safetensors→torch-sparse, .engine→trt, ticket/.slt→torch].",
+    help=f"Comma list of {', '.join(BACKEND_NAMES)} {BACKEND_DEFAULTS}.",
 )
 @click.option("--batch-size", "batch_sizes", default="1", show_default=True, help="E.g. 1,32.")
 @click.option("--threads", type=int, help="CPU threads for torch and ONNX Runtime [all cores].")

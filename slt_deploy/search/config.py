@@ -61,11 +61,11 @@ def setting(
     """A SearchConfig field and its command-line option in one place: `search` and `sweep`
     build `--field-name` from the type, default, help and choices given here (cli.py,
     `search_options`), and `validate` checks the choices for recipes and tickets too."""
-    metadata = {"help": help, "choices": choices, "path": path, "cli": cli}
-    return field(default=default, metadata=metadata)
+    return field(default=default, metadata=_metadata(help, choices, path, cli))
 
 
-_METHOD_DEFAULT = "[default: the method's best]"
+def _metadata(help=None, choices=None, path=False, cli=True) -> dict:
+    return {"help": help, "choices": choices, "path": path, "cli": cli}
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class SearchConfig:
         "vit_tiny/small/base, swin_tiny, or timm:<any timm model>.",
     )
     model_kwargs: dict = field(  # --width, --depth, --model-arg, ... fill it
-        default_factory=dict, metadata={"help": None, "choices": None, "path": False, "cli": False}
+        default_factory=dict, metadata=_metadata(cli=False)
     )
     data: str = setting(
         "digits", "mnist, fashion-mnist, cifar10, imagefolder:PATH, or digits (embedded)."
@@ -223,7 +223,7 @@ class SearchConfig:
     scale_fan: bool | None = setting(
         None,
         "Scale weights by 1/√(1 − target sparsity) so masked layers keep unit-scale "
-        f"activations (edge-popup's scale_fan) {_METHOD_DEFAULT}.",
+        "activations (edge-popup's scale_fan) [default: the method's best].",
     )
     target_sparsity: float | None = setting(
         None, "Fraction of gated weights to remove, in (0, 1); λ is steered to reach it."
