@@ -1,12 +1,16 @@
-"""The final mask keeps exactly the weights the target asks for (search/budget.py)."""
+"""The mask keeps exactly the weights the target asks for (search/budget.py): all along the
+run (--budget shift) or at the end (--exact-target)."""
+
+import json
 
 import pytest
 import torch
 
 from slt_deploy.data import DataSpec
-from slt_deploy.search.budget import meet_target_, unstructured_gates
+from slt_deploy.search.budget import meet_target_, shift_to_density_, unstructured_gates
 from slt_deploy.search.config import SearchConfig
 from slt_deploy.search.defaults import resolve
+from slt_deploy.search.loop import search
 from slt_deploy.search.trainer import build_trainer
 
 SPEC = DataSpec("digits", (1, 8, 8), 10, (0.0,), (1.0,))
@@ -57,3 +61,48 @@ def test_the_same_gates_move_every_time_even_with_ties():
     meet_target_(b, 0.9)
     pairs = zip(unstructured_gates(a), unstructured_gates(b), strict=True)
     assert all(torch.equal(x.parameter, y.parameter) for x, y in pairs)
+
+
+@pytest.mark.parametrize("density", [0.7, 0.2, 0.01])
+def test_the_shift_keeps_the_scheduled_count_by_one_offset_for_every_gate(density):
+    model = _model("stg", 0.5)
+    before = _margins(model).detach().clone()
+    shift_to_density_(model, density)
+    after = _margins(model)
+    assert int(_open(model).sum()) == round(density * before.numel())
+    offset = after - before  # one offset: the order of the means, the thing learned, is kept
+    assert torch.allclose(offset, offset[0].expand_as(offset), atol=1e-6)
+
+
+def _gate_run(tmp_path, name: str, **fields) -> tuple[dict, list[dict]]:
+    config = SearchConfig(data="digits", epochs=3, target_sparsity=0.9, **fields)
+    summary = search(config, tmp_path / name, progress=False)
+    records = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").open()]
+    return summary, records
+
+
+def test_default_gates_hold_the_target_by_the_shift_and_end_on_the_exact_count(tmp_path):
+    """The default sharpened gates use no penalty (λ stays 0) and keep exactly the scheduled
+    count: the final mask has round((1 − s) · n) weights, as edge-popup's does; the penalty
+    (--budget penalty) lands near it, steered by λ."""
+    summary, records = _gate_run(tmp_path, "shift")
+    assert summary["params_kept"] == round(0.1 * summary["params_total"])
+    assert all(record["lambda"] == 0.0 for record in records)
+    penalty, records = _gate_run(tmp_path, "penalty", budget="penalty")
+    assert penalty["params_kept"] != summary["params_kept"]
+    assert any(record["lambda"] != 0.0 for record in records)
+
+
+def test_the_budget_default_follows_the_gates_and_presets_keep_the_penalty():
+    from slt_deploy.search.presets import PRESETS
+
+    def budget(**fields) -> str:
+        return resolve(SearchConfig(data="cifar10", model="conv4", **fields), 100).budget
+
+    assert budget(target_sparsity=0.9) == "shift"
+    assert budget(l0=0.1) == "penalty"  # no target to hold
+    assert budget(target_sparsity=0.9, granularity="channel") == "penalty"
+    assert budget(target_sparsity=0.9, gate="hard-concrete") == "penalty"
+    assert budget(target_sparsity=0.9, temperature_final=1.0) == "penalty"  # unsharpened
+    for name in ("paper", "gates-v1"):
+        assert budget(target_sparsity=0.9, **PRESETS.get(name)) == "penalty"

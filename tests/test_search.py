@@ -334,6 +334,11 @@ def test_sigkill_then_resume_gives_the_uninterrupted_ticket(tmp_path):
         (["--target-sparsity", "0.5", "--temperature-final", "0"], "must lie in (0, 1]"),
         (["--target-sparsity", "0.5", "--val-split", "0"], "--val-split must be >= 1"),
         (["--target-sparsity", "0.5", "--val-split", "999999"], "--val-split must lie in"),
+        (
+            ["--target-sparsity", "0.5", "--granularity", "channel", "--budget", "shift"],
+            "--budget shift holds the --target-sparsity of unstructured stg gates",
+        ),
+        (["--l0", "0.1", "--budget", "shift"], "use --budget penalty"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, args, message):

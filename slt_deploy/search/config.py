@@ -20,6 +20,7 @@ COSTS = ("weights", "flops")
 TARGET_SCOPES = ("all", "structure")
 DEVICES = ("auto", "cpu", "cuda")
 ON_NAN = ("stop", "skip-batch")
+BUDGETS = ("shift", "penalty")
 _TYPES = {
     "str": str,
     "int": int,
@@ -47,7 +48,7 @@ COMPILE_MIN_STEPS = 2000
 
 # Settings added after runs were first recorded, with the value that reproduces what those runs
 # did (a recorded config without the key ran without the feature).
-ADDED_SETTINGS = {"windup_reset": False}
+ADDED_SETTINGS = {"windup_reset": False, "budget": "penalty"}
 
 
 def setting(
@@ -152,6 +153,18 @@ class SearchConfig:
         "crosses the final target after the ramp; the push it built up chasing the moving "
         "target otherwise overshoots and freezes (MNIST at 99%: 88.4% without, 96.1% with; "
         "docs/search.md, 'Windup') [on for the default sharpened gates; off otherwise].",
+    )
+    budget: str | None = setting(
+        None,
+        "How gates meet --target-sparsity. shift: after every control step, move all gate "
+        "means by one common offset so that exactly the scheduled count lies above the "
+        "threshold (the schedule ramps from dense to the target), with no penalty; the mask "
+        "then always has the asked-for size, as edge-popup's does, but which gates are open is "
+        "learned through the relaxed network and chosen across all layers. penalty: the "
+        "expected-L0 penalty, its λ steered by a controller (the paper's method). [shift for "
+        "the default sharpened unstructured stg gates; penalty otherwise] (docs/search.md, "
+        "'The budget held by a shift')",
+        choices=BUDGETS,
     )
     exact_target: bool = setting(
         False,
@@ -359,6 +372,16 @@ class SearchConfig:
                 raise SltError("--gate-bound must be >= 0 (0: unbounded)")
             if self.gate_bound > 0 and (self.method != "gates" or self.gate != "stg"):
                 raise SltError("--gate-bound bounds the means of stg gates (--method gates)")
+        if self.budget == "shift" and not (
+            self.method == "gates"
+            and self.gate == "stg"
+            and self.granularity == "unstructured"
+            and self.target_sparsity is not None
+        ):
+            raise SltError(
+                "--budget shift holds the --target-sparsity of unstructured stg gates "
+                "(--method gates --gate stg --granularity unstructured); use --budget penalty"
+            )
         if self.sigma_start is not None and not 0.0 <= self.sigma_start < 1.0:
             raise SltError("--sigma-start must lie in [0, 1)")
         for name in ("epochs", "batch_size", "eval_batch_size"):

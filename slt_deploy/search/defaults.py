@@ -55,6 +55,7 @@ def resolve(config: SearchConfig, total_steps: int) -> SearchConfig:
         sharpen_start=pick(config.sharpen_start, default_sharpen_start(config)),
         windup_reset=pick(config.windup_reset, sharpening(config)),
         gate_bound=pick(config.gate_bound, default_gate_bound(config)),
+        budget=pick(config.budget, default_budget(config)),
         momentum=pick(config.momentum, d.momentum),
         weight_decay=pick(config.weight_decay, d.weight_decay),
         scale_fan=pick(config.scale_fan, d.scale_fan),
@@ -102,6 +103,13 @@ def default_sharpen_start(config: SearchConfig) -> float:
 def default_gate_bound(config: SearchConfig) -> float:
     """Sharpened gates keep μ within τ ± 3σ; elsewhere 0 (unbounded, as measured before)."""
     return GATES.get(config.gate).sharpened_bound if sharpening(config) else 0.0
+
+
+def default_budget(config: SearchConfig) -> str:
+    """Sharpened gates with a target hold it by the shift; the rest by the penalty, which is
+    all an --l0 run, channel, 2:4 or hard-concrete gates have (docs/search.md, "The budget
+    held by a shift")."""
+    return "shift" if sharpening(config) and config.target_sparsity is not None else "penalty"
 
 
 def sharpening(config: SearchConfig) -> bool:

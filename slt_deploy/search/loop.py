@@ -246,7 +246,7 @@ def _train(run: _Run, resume: bool, progress: bool) -> dict:
                         state.step,
                         state.epoch,
                         f"loss {float(loss):.3f} acc {int(correct) / seen:.3f} "
-                        f"sparsity {1 - density:.3f} λ {trainer.controller.lam:.3g}",
+                        f"sparsity {1 - density:.3f}{_force(trainer)}",
                     )
             losses, correct, seen = world.sum([float(losses), int(correct), seen], device)
             record = _end_epoch(run, losses / max(1, seen), correct / max(1, seen))
@@ -400,3 +400,8 @@ def _shrunk_summary(run: _Run) -> dict:
         "macs_dense_network": before.macs,
         "macs_shrunk_network": after.macs,
     }
+
+
+def _force(trainer: Trainer) -> str:
+    """What holds the density: λ under the penalty; nothing to show under the shift."""
+    return "" if trainer.config.budget == "shift" else f" λ {trainer.controller.lam:.3g}"

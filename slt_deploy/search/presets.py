@@ -24,6 +24,7 @@ GATES_V1 = {
     "temperature_final": 1.0,
     "sharpen_start": 0.0,
     "windup_reset": False,
+    "budget": "penalty",
     "loss_temperature": "learned",
     "exact_target": False,
 }

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slt_deploy.data import DataSpec
+from slt_deploy.search import budget
 from slt_deploy.search.config import SearchConfig
 from slt_deploy.search.defaults import default_sharpen_start, default_sigma, default_sigma_start
 from slt_deploy.search.distributed import World, wrap
@@ -137,7 +138,8 @@ class Trainer:
         if not grads_ok:
             return self._non_finite("gradient", step)
         controller = self.controller
-        if self.method.penalised:
+        shift = self.config.budget == "shift"
+        if self.method.penalised and not shift:
             if controller.needs_scale:
                 controller.scale = penalty_balance(self.model)
             if controller.lam:
@@ -146,14 +148,18 @@ class Trainer:
         if self.config.gate_bound:
             bound_gates_(self.model, self.config.gate_bound * self.config.sigma)
         masks = None
-        if self.method.penalised and (step + 1) % self.control_every == 0:
+        last = step + 1 == self.total_steps  # the shift also places the final mask exactly
+        if self.method.penalised and ((step + 1) % self.control_every == 0 or (shift and last)):
+            progress = step / self.total_steps
+            if shift:
+                controller.start_density = 1.0  # the ramp starts dense
+                controller.target_density = controller.target_at(progress)
+                budget.shift_to_density_(self.model, controller.target_density)
             masks = mask_state(self.model)
-            controller.update(
-                masks.binary_density,
-                masks.soft_density,
-                step / self.total_steps,
-                self.control_every,
-            )
+            if not shift:
+                controller.update(
+                    masks.binary_density, masks.soft_density, progress, self.control_every
+                )
         return loss.detach(), logits.detach(), masks
 
     def state_dict(self) -> dict:
