@@ -104,5 +104,6 @@ def test_the_budget_default_follows_the_gates_and_presets_keep_the_penalty():
     assert budget(target_sparsity=0.9, granularity="channel") == "penalty"
     assert budget(target_sparsity=0.9, gate="hard-concrete") == "penalty"
     assert budget(target_sparsity=0.9, temperature_final=1.0) == "penalty"  # unsharpened
+    assert budget(target_sparsity=0.9, cost="flops") == "penalty"  # counts multiply-adds
     for name in ("paper", "gates-v1"):
         assert budget(target_sparsity=0.9, **PRESETS.get(name)) == "penalty"

@@ -252,7 +252,8 @@ class SearchConfig:
         None,
         "Learning rate [default: the method's best: edge-popup 0.1, dense 0.001; gates 0.03 "
         "for sharpened unstructured stg gates, hard-concrete 0.03, other gates 0.01; "
-        "docs/search.md, 'Defaults'; for MLP gates at 98% and sparser 0.04 measured better].",
+        "docs/search.md, 'Defaults'; with --budget penalty, 0.04 measured better for MLP "
+        "gates at 98% and sparser].",
     )
     momentum: float | None = setting(None, "SGD momentum [0.9].")
     weight_decay: float | None = setting(
@@ -377,10 +378,12 @@ class SearchConfig:
             and self.gate == "stg"
             and self.granularity == "unstructured"
             and self.target_sparsity is not None
+            and self.cost == "weights"
         ):
             raise SltError(
-                "--budget shift holds the --target-sparsity of unstructured stg gates "
-                "(--method gates --gate stg --granularity unstructured); use --budget penalty"
+                "--budget shift holds the --target-sparsity of unstructured stg gates, counted "
+                "in weights (--method gates --gate stg --granularity unstructured --cost "
+                "weights); use --budget penalty"
             )
         if self.sigma_start is not None and not 0.0 <= self.sigma_start < 1.0:
             raise SltError("--sigma-start must lie in [0, 1)")

@@ -106,10 +106,12 @@ def default_gate_bound(config: SearchConfig) -> float:
 
 
 def default_budget(config: SearchConfig) -> str:
-    """Sharpened gates with a target hold it by the shift; the rest by the penalty, which is
-    all an --l0 run, channel, 2:4 or hard-concrete gates have (docs/search.md, "The budget
-    held by a shift")."""
-    return "shift" if sharpening(config) and config.target_sparsity is not None else "penalty"
+    """Sharpened gates with a target in weights hold it by the shift; the rest by the penalty,
+    which is all an --l0 run, channel, 2:4 or hard-concrete gates have, and which weighs each
+    gate by its multiply-adds under --cost flops (docs/search.md, "The budget held by a
+    shift")."""
+    holds = sharpening(config) and config.target_sparsity is not None and config.cost == "weights"
+    return "shift" if holds else "penalty"
 
 
 def sharpening(config: SearchConfig) -> bool:
