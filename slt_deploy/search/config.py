@@ -125,9 +125,10 @@ class SearchConfig:
     )
     gate_bound: float | None = setting(
         None,
-        "Keep every stg mean μ within τ ± K·σ (σ before annealing) after each step, so no gate "
-        "is driven so far below the threshold that it can never reopen (docs/search.md, 'Dead "
-        "gates'). 0: unbounded. [3 for the default sharpened gates; 0 otherwise]",
+        "Keep every stg mean μ within τ ± K·σ (σ before annealing) after each optimizer step, "
+        "so no gate is driven so far below the threshold that it can never reopen "
+        "(docs/search.md, 'Dead gates'); --budget shift then moves the whole band by its "
+        "offset. 0: unbounded. [3 for the default sharpened gates; 0 otherwise]",
     )
     temperature_final: float | None = setting(
         None,

@@ -69,8 +69,10 @@ def resolve(config: SearchConfig, total_steps: int) -> SearchConfig:
 def sharpened_defaults(config: SearchConfig) -> bool:
     """Unstructured stg gates default to signed-constant weights, sharpening (t → 0.05 from
     0.35 of training), σ 0.25 annealed to 0.1 over the same span, means bounded to τ ± 3σ,
-    Adam 0.03 and the controller's windup reset, chosen on validation on LeNet/MNIST,
-    Fashion-MNIST and the Conv-4/CIFAR-10 proxy (docs/search.md, "Dead gates", "Windup").
+    Adam 0.03 and, with a target, the budget held by a shift (the controller's windup reset
+    under --budget penalty), chosen on validation on LeNet/MNIST, Fashion-MNIST and the
+    Conv-4/CIFAR-10 proxy (docs/search.md, "Dead gates", "Windup", "The budget held by a
+    shift").
     Channel, 2:4 and hard-concrete gates were not measured so and keep uniform weights, their
     family's rate and t = 1: with signed-constant weights a 2:4 digits search missed its
     target by 4.5 points."""

@@ -1,4 +1,6 @@
-"""Sparsity control: λ fixed by `--l0`, or steered toward `--target-sparsity`.
+"""Sparsity control under `--budget penalty`: λ fixed by `--l0`, or steered toward
+`--target-sparsity`. The default sharpened gates use `--budget shift` instead (budget.py): the
+scheduled count held exactly, no λ; only `target_at`, the ramp, is shared with it.
 
 The penalty is λ · E[L0] / N (docs/design.md: λ Σ P(open), divided by the number of gates N so that
 one λ means the same on every model).
