@@ -107,3 +107,25 @@ def test_the_budget_default_follows_the_gates_and_presets_keep_the_penalty():
     assert budget(target_sparsity=0.9, cost="flops") == "penalty"  # counts multiply-adds
     for name in ("paper", "gates-v1"):
         assert budget(target_sparsity=0.9, **PRESETS.get(name)) == "penalty"
+
+
+def test_the_boundary_found_near_tau_is_the_one_a_full_sort_gives():
+    """The shift looks for the boundary among the means near τ first (fast), falling back to
+    a top-k of all of them; both must give the sorted keep-th and (keep + 1)-th values, in
+    every regime: boundary in the band, outside it, and keep above or below n/2."""
+    from slt_deploy.search.budget import _boundary
+
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(300):
+        n = int(torch.randint(10, 3000, (1,), generator=generator))
+        spread = 2.0 * float(torch.rand(1, generator=generator))
+        means = 0.5 + spread * torch.randn(n, generator=generator)
+        if trial % 3 == 0:
+            means[::5] = 0.5  # ties at τ
+        keep = int(torch.randint(1, n, (1,), generator=generator))
+        ordered = torch.sort(means, descending=True).values
+        kept_last, closed_first = _boundary(means, keep, 0.5)
+        assert (float(kept_last), float(closed_first)) == (
+            float(ordered[keep - 1]),
+            float(ordered[keep]),
+        )

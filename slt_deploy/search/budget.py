@@ -89,7 +89,8 @@ def shift_to_density_(model: nn.Module, density: float) -> None:
     """--budget shift: move every stg mean by one common offset so that exactly
     round(density · n) of them lie above τ. One offset for all layers keeps the order of the
     means, so what the loss learned decides which gates are open, in every layer at once
-    (per-layer counts, as edge-popup keeps, were 2.3 points worse on the Conv-4 proxy at 90%);
+    (per-layer counts, as edge-popup keeps, were 2.3 points worse on the Conv-4 proxy at 90%,
+    one seed);
     the exact count replaces the penalty's controller, which overshot the target and left
     the sharpened gates frozen past it (docs/search.md, "The budget held by a shift")."""
     gates = unstructured_gates(model)
@@ -106,17 +107,17 @@ def shift_to_density_(model: nn.Module, density: float) -> None:
 
 def _boundary(means: torch.Tensor, keep: int, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The keep-th and (keep + 1)-th largest mean. The last shift put the boundary at τ and a
-    few steps move it little, so it is looked for among the means near τ first: a top-k of
-    the whole tensor (a sort, for keep near n/2) made a LeNet step 1.5x slower, the band
-    costs two comparisons. Same values either way, so the result does not depend on which
-    path found them."""
+    few steps move it little, so it is looked for among the means near τ first: with a top-k
+    of the whole tensor (a sort, for keep near n/2) a LeNet step cost 3.43x a dense one, with
+    the band 1.96x (bench/results/step_cost_budget_shift*.txt). Same values either way, so the
+    result does not depend on which path found them."""
     for width in (0.01, 0.04, 0.16):
         above = int((means > tau + width).sum())
         inside = (means > tau - width) & (means <= tau + width)
         if above < keep and above + int(inside.sum()) > keep:
             largest = torch.topk(means[inside], keep - above + 1).values
             return largest[-2], largest[-1]
-    if keep + 1 <= means.numel() - keep + 1:
+    if keep <= means.numel() - keep:
         largest = torch.topk(means, keep + 1).values
         return largest[-2], largest[-1]
     smallest = torch.topk(means, means.numel() - keep + 1, largest=False).values
