@@ -90,9 +90,9 @@ def shift_to_density_(model: nn.Module, density: float) -> None:
     round(density · n) of them lie above τ. One offset for all layers keeps the order of the
     means, so what the loss learned decides which gates are open, in every layer at once
     (per-layer counts, as edge-popup keeps, were 2.3 points worse on the Conv-4 proxy at 90%,
-    one seed);
-    the exact count replaces the penalty's controller, which overshot the target and left
-    the sharpened gates frozen past it (docs/search.md, "The budget held by a shift")."""
+    one seed); the exact count replaces the penalty's controller, which overshot the target
+    and left the sharpened gates frozen past it (docs/search.md, "The budget held by a
+    shift")."""
     gates = unstructured_gates(model)
     means = torch.cat([gate.gate_mean.detach().reshape(-1) for gate in gates])
     count = means.numel()

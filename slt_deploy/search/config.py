@@ -315,6 +315,18 @@ class SearchConfig:
         key.pop("on_nan")
         return key
 
+    @property
+    def shift_applies(self) -> bool:
+        """Whether `--budget shift` can hold this search's target: a count of unstructured stg
+        gates (validate() refuses it elsewhere; defaults.default_budget picks it only here)."""
+        return (
+            self.method == "gates"
+            and self.gate == "stg"
+            and self.granularity == "unstructured"
+            and self.target_sparsity is not None
+            and self.cost == "weights"
+        )
+
     def validate(self) -> SearchConfig:
         for f in fields(self):
             choices, value = f.metadata.get("choices"), getattr(self, f.name)
@@ -374,13 +386,7 @@ class SearchConfig:
                 raise SltError("--gate-bound must be >= 0 (0: unbounded)")
             if self.gate_bound > 0 and (self.method != "gates" or self.gate != "stg"):
                 raise SltError("--gate-bound bounds the means of stg gates (--method gates)")
-        if self.budget == "shift" and not (
-            self.method == "gates"
-            and self.gate == "stg"
-            and self.granularity == "unstructured"
-            and self.target_sparsity is not None
-            and self.cost == "weights"
-        ):
+        if self.budget == "shift" and not self.shift_applies:
             raise SltError(
                 "--budget shift holds the --target-sparsity of unstructured stg gates, counted "
                 "in weights (--method gates --gate stg --granularity unstructured --cost "

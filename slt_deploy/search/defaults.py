@@ -112,8 +112,7 @@ def default_budget(config: SearchConfig) -> str:
     which is all an --l0 run, channel, 2:4 or hard-concrete gates have, and which weighs each
     gate by its multiply-adds under --cost flops (docs/search.md, "The budget held by a
     shift")."""
-    holds = sharpening(config) and config.target_sparsity is not None and config.cost == "weights"
-    return "shift" if holds else "penalty"
+    return "shift" if sharpening(config) and config.shift_applies else "penalty"
 
 
 def sharpening(config: SearchConfig) -> bool:

@@ -152,9 +152,7 @@ class Trainer:
         if self.method.penalised and ((step + 1) % self.control_every == 0 or (shift and last)):
             progress = step / self.total_steps
             if shift:
-                controller.start_density = 1.0  # the ramp starts dense
-                controller.target_density = controller.target_at(progress)
-                budget.shift_to_density_(self.model, controller.target_density)
+                budget.shift_to_density_(self.model, controller.target_at(progress))
             masks = mask_state(self.model)
             if not shift:
                 controller.update(
@@ -282,6 +280,8 @@ def build_trainer(
         ramp=config.sparsity_ramp,
         windup_reset=bool(config.windup_reset),
     )
+    if config.budget == "shift":  # ramps from dense (the penalty: from its first reading)
+        controller.start_density = 1.0
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if device.type == "cuda" and config.amp
