@@ -110,10 +110,10 @@ def test_the_budget_default_follows_the_gates_and_presets_keep_the_penalty():
 
 
 def test_the_boundary_found_near_tau_is_the_one_a_full_sort_gives():
-    """The shift looks for the boundary among the means near τ first (fast), falling back to
-    a top-k of all of them; both must give the sorted keep-th and (keep + 1)-th values, in
-    every regime: boundary in the band, outside it, and keep above or below n/2."""
-    from slt_deploy.search.budget import _boundary
+    """The shift looks for the boundary among the means near τ first (fast), layer by layer,
+    falling back to all of them; both must give the sorted keep-th and (keep + 1)-th values,
+    in every regime: boundary in the band, outside it, and keep above or below n/2."""
+    from slt_deploy.search.budget import _boundary, _partition_pair, _topk_pair
 
     generator = torch.Generator().manual_seed(0)
     for trial in range(300):
@@ -123,9 +123,12 @@ def test_the_boundary_found_near_tau_is_the_one_a_full_sort_gives():
         if trial % 3 == 0:
             means[::5] = 0.5  # ties at τ
         keep = int(torch.randint(1, n, (1,), generator=generator))
+        split = [n // 3, n - n // 3 - n // 7, n // 7]  # three layers, as a model has
         ordered = torch.sort(means, descending=True).values
-        kept_last, closed_first = _boundary(means, keep, 0.5)
-        assert (float(kept_last), float(closed_first)) == (
-            float(ordered[keep - 1]),
-            float(ordered[keep]),
-        )
+        kept_last, closed_first = _boundary(list(means.split(split)), keep, 0.5)
+        expected = (float(ordered[keep - 1]), float(ordered[keep]))
+        assert (float(kept_last), float(closed_first)) == expected
+        # the CPU's selection (a partition) and the GPU's (a top-k) on all the means
+        for pair in (_partition_pair, _topk_pair):
+            found = pair(means, keep)
+            assert (float(found[0]), float(found[1])) == expected

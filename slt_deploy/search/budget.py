@@ -16,6 +16,9 @@ Ties are broken by position (stable sort), so the result is deterministic.
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -94,8 +97,8 @@ def shift_to_density_(model: nn.Module, density: float) -> None:
     and left the sharpened gates frozen past it (docs/search.md, "The budget held by a
     shift")."""
     gates = unstructured_gates(model)
-    means = torch.cat([gate.gate_mean.detach().reshape(-1) for gate in gates])
-    count = means.numel()
+    means = [gate.gate_mean.detach().reshape(-1) for gate in gates]
+    count = sum(m.numel() for m in means)
     keep = min(count - 1, max(1, round(density * count)))
     tau = gates[0].config.threshold
     kept_last, closed_first = _boundary(means, keep, tau)
@@ -105,20 +108,39 @@ def shift_to_density_(model: nn.Module, density: float) -> None:
         gate.gate_mean.add_(offset)
 
 
-def _boundary(means: torch.Tensor, keep: int, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The keep-th and (keep + 1)-th largest mean. The last shift put the boundary at τ and a
-    few steps move it little, so it is looked for among the means near τ first: with a top-k
-    of the whole tensor (a sort, for keep near n/2) a LeNet step cost 3.43x a dense one, with
-    the band 1.96x (bench/results/step_cost_budget_shift*.txt). Same values either way, so the
-    result does not depend on which path found them."""
+def _boundary(means: list[torch.Tensor], keep: int, tau: float) -> tuple[Any, Any]:
+    """The keep-th and (keep + 1)-th largest of all layers' means. The last shift put the
+    boundary at τ and a few steps move it little, so it is looked for among the means near τ
+    first, layer by layer (no copy of all n). With a top-k of all means (a sort, for keep
+    near n/2) a LeNet step cost 3.43x a dense one, with the band 1.96x
+    (bench/results/step_cost_budget_shift*.txt). Same values either way, so the result does
+    not depend on which path found them."""
     for width in (0.01, 0.04, 0.16):
-        above = int((means > tau + width).sum())
-        inside = (means > tau - width) & (means <= tau + width)
-        if above < keep and above + int(inside.sum()) > keep:
-            largest = torch.topk(means[inside], keep - above + 1).values
-            return largest[-2], largest[-1]
-    if keep <= means.numel() - keep:
-        largest = torch.topk(means, keep + 1).values
-        return largest[-2], largest[-1]
-    smallest = torch.topk(means, means.numel() - keep + 1, largest=False).values
-    return smallest[-1], smallest[-2]
+        above = sum(int((m > tau + width).sum()) for m in means)
+        if above >= keep:
+            continue
+        inside = torch.cat([m[(m > tau - width) & (m <= tau + width)] for m in means])
+        if above + inside.numel() > keep:
+            return _kth_largest_pair(inside, keep - above)
+    return _kth_largest_pair(torch.cat(means), keep)
+
+
+def _kth_largest_pair(values: torch.Tensor, k: int) -> tuple[Any, Any]:
+    """The k-th and (k + 1)-th largest of `values` (1 ≤ k < n), in its dtype. On a CPU a
+    partial partition (introselect, numpy's; torch has none) instead of a top-k: on the 20M
+    means of `fc --width 4096` the top-k made the shift 384 ms of an 897 ms step
+    (bench/results/step_cost_fc4096.txt)."""
+    if values.device.type == "cpu":
+        return _partition_pair(values, k)
+    return _topk_pair(values, k)
+
+
+def _partition_pair(values: torch.Tensor, k: int) -> tuple[Any, Any]:
+    n = values.numel()
+    parted = np.partition(values.numpy(), (n - k - 1, n - k))
+    return parted[n - k], parted[n - k - 1]
+
+
+def _topk_pair(values: torch.Tensor, k: int) -> tuple[Any, Any]:
+    largest = torch.topk(values, k + 1).values
+    return largest[-2], largest[-1]
