@@ -116,7 +116,7 @@ def _boundary(means: list[torch.Tensor], keep: int, tau: float) -> tuple[Any, An
     (bench/results/step_cost_budget_shift*.txt). Same values either way, so the result does
     not depend on which path found them."""
     for width in (0.01, 0.04, 0.16):
-        above = sum(int((m > tau + width).sum()) for m in means)
+        above = sum(int(torch.count_nonzero(m > tau + width)) for m in means)
         if above >= keep:
             continue
         inside = torch.cat([m[(m > tau - width) & (m <= tau + width)] for m in means])

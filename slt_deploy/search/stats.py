@@ -168,7 +168,7 @@ def mask_state(model: nn.Module, expected: bool = False) -> MaskState | None:
         if expected:
             open_sum += weight * float(source.gate.open_probability().sum())
         # τ > 0, so ẑ·eligible > τ is exactly binary_mask(), without a second ẑ and sort
-        kept += weight * int((z_hat > source.gate.config.threshold).sum())
+        kept += weight * int(torch.count_nonzero(z_hat > source.gate.config.threshold))
         soft += weight * float(z_hat.sum())
         total += weight * z_hat.numel()
         gates += z_hat.numel()
