@@ -128,7 +128,7 @@ def _boundary(means: list[torch.Tensor], keep: int, tau: float) -> tuple[Any, An
 def _kth_largest_pair(values: torch.Tensor, k: int) -> tuple[Any, Any]:
     """The k-th and (k + 1)-th largest of `values` (1 ≤ k < n), in its dtype. On a CPU a
     partial partition (introselect, numpy's; torch has none) instead of a top-k: on the 20M
-    means of `fc --width 4096` the top-k made the shift 384 ms of an 897 ms step
+    means of `fc --width 4096` the top-k made the shift 384 ms of an 854 ms step
     (bench/results/step_cost_fc4096.txt)."""
     if values.device.type == "cpu":
         return _partition_pair(values, k)
