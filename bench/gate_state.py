@@ -1,6 +1,11 @@
 """Where a gate search ended up: per-epoch training fit and λ, and per-layer gate means.
 
     python bench/gate_state.py runs/g098 runs/ep098
+    python bench/gate_state.py --paths runs/g098 runs/ep098
+
+`--paths` (MLP tickets, any method): the network each ticket keeps, hidden unit by hidden
+unit. A unit is live when a kept weight reaches it and a kept weight leaves it; kept weights
+into or out of a dead unit change no output of a bias-free ReLU network.
 
 For each run directory: the epoch records of metrics.jsonl (train loss and accuracy, validation
 accuracy, sparsity, λ) and, for stg gates, per layer the quantiles of μ among pruned gates and
@@ -18,7 +23,9 @@ import torch
 
 from slt_deploy.checkpoint import load_checkpoint
 from slt_deploy.masking.gates import GateConfig, StochasticGate
+from slt_deploy.masking.layers import masked_layers
 from slt_deploy.search.config import SearchConfig
+from slt_deploy.search.ticket import build_model, load_ticket
 
 
 def report(run: Path) -> None:
@@ -64,11 +71,47 @@ def report(run: Path) -> None:
     print()
 
 
+@torch.no_grad()
+def paths(run: Path) -> None:
+    """Live hidden units and the kept weights on dead paths of a chain of Linear layers."""
+    model = build_model(load_ticket(run))
+    masks = [(name, layer.mask_source.binary_mask()) for name, layer in masked_layers(model)]
+    if any(mask.dim() != 2 for _, mask in masks):
+        raise SystemExit(f"{run}: --paths reads chains of Linear layers (an MLP ticket)")
+    live = torch.ones(masks[0][1].shape[1], dtype=torch.bool)  # every input feature
+    alive_rows = []
+    for _, mask in masks:  # forward: a unit is reached when a kept weight comes from a live one
+        live = mask[:, live].any(1)
+        alive_rows.append(live)
+    used = torch.ones(masks[-1][1].shape[0], dtype=torch.bool)  # every logit
+    useful = [0] * len(masks)
+    for i in range(len(masks) - 1, -1, -1):  # backward: keep units whose output is read
+        mask = masks[i][1]
+        rows = used & alive_rows[i]
+        cols = mask[rows].any(0) if i else torch.ones(mask.shape[1], dtype=torch.bool)
+        if i:
+            cols &= alive_rows[i - 1]
+        useful[i] = int(mask[rows][:, cols].sum())
+        used = cols
+        alive_rows[i] = rows
+    print(f"## {run}: kept weights on live paths")
+    print("| layer | kept | on live paths | live units out / total |")
+    print("|---|---:|---:|---:|")
+    for (name, mask), rows, n in zip(masks, alive_rows, useful, strict=True):
+        print(f"| {name} | {int(mask.sum()):,} | {n:,} | {int(rows.sum())} / {mask.shape[0]} |")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories of slt-deploy search")
-    for run in parser.parse_args().runs:
-        report(run)
+    parser.add_argument("--paths", action="store_true", help="live units per layer (MLP tickets)")
+    args = parser.parse_args()
+    for run in args.runs:
+        if args.paths:
+            paths(run)
+        else:
+            report(run)
 
 
 if __name__ == "__main__":
