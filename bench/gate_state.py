@@ -3,9 +3,10 @@
     python bench/gate_state.py runs/g098 runs/ep098
     python bench/gate_state.py --paths runs/g098 runs/ep098
 
-`--paths` (MLP tickets, any method): the network each ticket keeps, hidden unit by hidden
-unit. A unit is live when a kept weight reaches it and a kept weight leaves it; kept weights
-into or out of a dead unit change no output of a bias-free ReLU network.
+`--paths` (any method): the network each ticket keeps, unit by unit (neurons, or channels of a
+convolution). A unit is live when a kept weight reaches it and a kept weight leaves it; kept
+weights into or out of a dead unit change no output, and `export` leaves them out
+(masking/paths.py).
 
 For each run directory: the epoch records of metrics.jsonl (train loss and accuracy, validation
 accuracy, sparsity, λ) and, for stg gates, per layer the quantiles of μ among pruned gates and
@@ -22,10 +23,10 @@ from pathlib import Path
 import torch
 
 from slt_deploy.checkpoint import load_checkpoint
+from slt_deploy.export.network import from_ticket
 from slt_deploy.masking.gates import GateConfig, StochasticGate
-from slt_deploy.masking.layers import masked_layers
 from slt_deploy.search.config import SearchConfig
-from slt_deploy.search.ticket import build_model, load_ticket
+from slt_deploy.search.ticket import load_ticket
 
 
 def report(run: Path) -> None:
@@ -71,41 +72,28 @@ def report(run: Path) -> None:
     print()
 
 
-@torch.no_grad()
 def paths(run: Path) -> None:
-    """Live hidden units and the kept weights on dead paths of a chain of Linear layers."""
-    model = build_model(load_ticket(run))
-    masks = [(name, layer.mask_source.binary_mask()) for name, layer in masked_layers(model)]
-    if any(mask.dim() != 2 for _, mask in masks):
-        raise SystemExit(f"{run}: --paths reads chains of Linear layers (an MLP ticket)")
-    live = torch.ones(masks[0][1].shape[1], dtype=torch.bool)  # every input feature
-    alive_rows = []
-    for _, mask in masks:  # forward: a unit is reached when a kept weight comes from a live one
-        live = mask[:, live].any(1)
-        alive_rows.append(live)
-    used = torch.ones(masks[-1][1].shape[0], dtype=torch.bool)  # every logit
-    useful = [0] * len(masks)
-    for i in range(len(masks) - 1, -1, -1):  # backward: keep units whose output is read
-        mask = masks[i][1]
-        rows = used & alive_rows[i]
-        cols = mask[rows].any(0) if i else torch.ones(mask.shape[1], dtype=torch.bool)
-        if i:
-            cols &= alive_rows[i - 1]
-        useful[i] = int(mask[rows][:, cols].sum())
-        used = cols
-        alive_rows[i] = rows
+    """Per layer: the kept weights, those left once dead paths are removed (the ones `export`
+    keeps, masking/paths.py), and the units that still compute something."""
+    net = from_ticket(load_ticket(run))
+    removed = net.source["dead_path_weights_removed"]
     print(f"## {run}: kept weights on live paths")
     print("| layer | kept | on live paths | live units out / total |")
     print("|---|---:|---:|---:|")
-    for (name, mask), rows, n in zip(masks, alive_rows, useful, strict=True):
-        print(f"| {name} | {int(mask.sum()):,} | {n:,} | {int(rows.sum())} / {mask.shape[0]} |")
+    for name, mask in net.masks.items():
+        rows = mask.reshape(mask.shape[0], -1).any(1)
+        on_live = int(mask.sum())
+        print(
+            f"| {name} | {on_live + removed.get(name, 0):,} | {on_live:,} "
+            f"| {int(rows.sum())} / {mask.shape[0]} |"
+        )
     print()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories of slt-deploy search")
-    parser.add_argument("--paths", action="store_true", help="live units per layer (MLP tickets)")
+    parser.add_argument("--paths", action="store_true", help="live units, dead-path weights")
     args = parser.parse_args()
     for run in args.runs:
         if args.paths:

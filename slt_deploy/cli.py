@@ -372,7 +372,8 @@ def report(path: Path, out: Path | None, levels: str | None, bench_files: tuple[
 @click.option(
     "--sparsity",
     type=float,
-    help="Keep exactly the top (1 − s) gates by ẑ instead of thresholding.",
+    help="Keep exactly the top (1 − s) gates by ẑ instead of thresholding (then, as always, "
+    "the kept weights on dead paths leave the mask: docs/export.md, 'Dead paths').",
 )
 @click.option("--data", help="Data set for the parity check [the ticket's].")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Its folder [the ticket's].")
@@ -529,6 +530,12 @@ def export(
             f"{parity['max_abs_diff']:.2e} on {parity['samples']} inputs "
             f"({parity['inputs']})"
         )
+        dead = report.get("dead_path_weights_removed", 0)
+        if dead:
+            click.echo(
+                f"dead paths: {dead:,} kept weights led nowhere and were left out "
+                f"({report['weights_kept']:,} kept; the outputs are unchanged)"
+            )
         shrunk = report.get("shrunk")
         if shrunk and shrunk["applied"]:
             b, a = shrunk["before"], shrunk["after"]

@@ -53,7 +53,7 @@ def test_export_24_verifies_and_projects(runs, tmp_path):
     report = export(ExportRequest(root / "s24", "2:4", tmp_path / "s.onnx"))
     assert report["pattern_24_layers"] == ["fc1", "fc2", "fc3"]
     assert report["projection"] == {"projected_layers": []}
-    assert report["weights_kept"] == structured["params_kept"]
+    assert report["weights_kept"] + report["dead_path_weights_removed"] == structured["params_kept"]
     # fc1..fc3 of LeNet-300-100 on 8x8 digits: half the weights as fp32 + 2 bits per kept one
     kept_values = (300 * 64 + 100 * 300 + 10 * 100) // 2
     assert report["compressed_24_bytes"] == kept_values * 4 + kept_values * 2 // 8

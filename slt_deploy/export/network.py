@@ -16,6 +16,7 @@ from slt_deploy.errors import SltError
 from slt_deploy.export.masks import binary_masks, gate_scores, project_24
 from slt_deploy.init import InitSpec, frozen_weight
 from slt_deploy.masking.fold import fold
+from slt_deploy.masking.paths import remove_dead_paths
 from slt_deploy.masking.shrink import DEFAULT_CHANNEL_MULTIPLE, measure
 from slt_deploy.masking.shrink import shrink as shrink_network
 from slt_deploy.masking.surgery import gateable, normalisation_
@@ -63,9 +64,12 @@ def from_ticket(
     threshold: float | None = None,
     sparsity: float | None = None,
     pattern_24: bool = False,
+    keep_dead_paths: bool = False,
 ) -> Deployable:
     """The deployable network of a ticket; `pattern_24` projects the mask to 2:4 where it is
-    not (keeping the 2 kept weights with the largest gate values per group)."""
+    not (keeping the 2 kept weights with the largest gate values per group). Kept weights on
+    dead paths are taken out of the mask (masking/paths.py): the same function, fewer weights;
+    `keep_dead_paths` leaves the searched mask whole (bench/dead_paths.py compares the two)."""
     if ticket.config.method == "dense":
         raise SltError("a dense-training run is not a ticket: there is no mask to export")
     c = ticket.config
@@ -92,8 +96,15 @@ def from_ticket(
         "granularity": c.granularity,
         "projected_to_24": projected,
     }
+    plain = fold(model, masks)
+    removed: dict[str, int] = {}
+    if not keep_dead_paths:
+        masks, removed = remove_dead_paths(plain, masks, tuple(ticket.data.input_shape))
+    source["dead_path_weights_removed"] = removed
+    if removed:
+        plain = fold(model, masks)
     return Deployable(
-        fold(model, masks), masks, ticket.data, ticket.model_spec, ticket.init, c.affine_bn, source
+        plain, masks, ticket.data, ticket.model_spec, ticket.init, c.affine_bn, source
     )
 
 

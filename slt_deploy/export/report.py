@@ -36,6 +36,8 @@ def write_report(artifact: Path, fmt: str, net: Deployable, parity: dict, extra:
         + 4 * sum(b.numel() for n, b in net.model.named_buffers() if "running" in n),
         "weights_total": total,
         "weights_kept": kept,
+        # kept by the search, but on dead paths: out of the mask, the function unchanged
+        "dead_path_weights_removed": sum(net.source.get("dead_path_weights_removed", {}).values()),
         "sparsity": 1.0 - kept / total if total else 0.0,
         "per_layer": net.per_layer(),
         "parity": parity,
