@@ -52,9 +52,10 @@ def main() -> None:
         for name, mask in whole.masks.items():
             print(f"| {name} | {int(mask.sum()):,} | {int(live.masks[name].sum()):,} |")
         print()
+        stem = f"{len(pairs)}-{run.name}"  # tickets of different sweeps share cell names
         paths = (
-            folder / f"{run.name}-whole.csr.safetensors",
-            folder / f"{run.name}-live.csr.safetensors",
+            folder / f"{stem}-whole.csr.safetensors",
+            folder / f"{stem}-live.csr.safetensors",
         )
         write_file(whole, paths[0])
         write_file(live, paths[1])
@@ -74,7 +75,7 @@ def main() -> None:
     for run, whole, live in pairs:
         for batch in batches:
             a, b = p50[(str(whole), batch)], p50[(str(live), batch)]
-            print(f"| {run.name} | {batch} | {a:.3f} | {b:.3f} | {b / a:.3f} |")
+            print(f"| {run} | {batch} | {a:.3f} | {b:.3f} | {b / a:.3f} |")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,37 @@ def test_gate_state_reads_a_run_directory(tmp_path):
         assert f"| {layer} |" in result.stdout, layer
 
 
+def test_dead_paths_and_live_units_of_a_ticket(tmp_path):
+    """bench/dead_paths.py and gate_state.py --paths on a sparse edge-popup ticket, which keeps
+    weights on dead paths: the same logits, fewer weights, one latency row per batch size."""
+    from slt_deploy.search.config import SearchConfig
+    from slt_deploy.search.loop import search
+
+    config = SearchConfig(data="digits", epochs=3, method="edge-popup", target_sparsity=0.97)
+    search(config, tmp_path / "ep", progress=False)
+    script = str(ROOT / "bench" / "dead_paths.py")
+    result = subprocess.run(
+        [PYTHON, script, str(tmp_path / "ep"), "--batch-size", "1,8", "--min-seconds", "0.05"],
+        capture_output=True, text=True, env=cli_env(), timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "max |Δ logits| between the two networks on 256 random inputs: 0.0e+00" in result.stdout
+    assert "kept weights on dead paths" in result.stdout
+    assert f"| {tmp_path / 'ep'} | 1 |" in result.stdout
+    assert f"| {tmp_path / 'ep'} | 8 |" in result.stdout
+    paths = subprocess.run(
+        [PYTHON, str(ROOT / "bench" / "gate_state.py"), "--paths", str(tmp_path / "ep")],
+        capture_output=True, text=True, env=cli_env(), timeout=600,
+    )  # fmt: skip
+    assert paths.returncode == 0, paths.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): line.split("|")[2:5] for line in paths.stdout.splitlines()
+            if line.startswith("| fc")}  # fmt: skip
+    kept = {name: int(row[0].replace(",", "")) for name, row in rows.items()}
+    live = {name: int(row[1].replace(",", "")) for name, row in rows.items()}
+    assert kept == {"fc1": 576, "fc2": 900, "fc3": 30}  # 3% of each layer: edge-popup's top-k
+    assert sum(live.values()) < sum(kept.values())
+
+
 def test_accuracy_cost_sweeps_exports_benches_and_reports(mnist_dir, tmp_path):
     """bench/accuracy_cost.py end to end on a small grid: every ticket as CSR against one dense
     ONNX baseline, and the report's cost figure and equal-cost table."""
