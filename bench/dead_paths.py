@@ -2,10 +2,12 @@
 
     python bench/dead_paths.py runs/ep90 runs/g90 --batch-size 1,32,256
 
-For each ticket, two CSR artifacts of the same network: the searched mask whole, and the mask
-`export` writes now, with the weights on dead paths removed (masking/paths.py). It prints per
-layer the kept weights of each, checks that the two compute the same logits, and times all the
-artifacts in one interleaved `bench` run (CSR back-end, this machine's threads), so every ratio
+For each ticket, the same network twice in two formats: as `export` wrote it before (the
+searched mask whole; ONNX at full shapes) and as it writes it now (the weights on dead paths
+removed, masking/paths.py; ONNX with the units they left empty and the unread input features
+shrunk away, masking/shrink.py). It prints per layer the kept weights of each, checks that the
+two compute the same logits, and times all the artifacts in one interleaved `bench` run (CSR
+under torch's sparse kernels, ONNX under ONNX Runtime, this machine's threads), so every ratio
 comes from one run.
 """
 
@@ -20,7 +22,9 @@ import torch
 from slt_deploy.api import BenchRequest, bench
 from slt_deploy.bench.timing import TimingPolicy
 from slt_deploy.export.csr_format import write_file
-from slt_deploy.export.network import from_ticket
+from slt_deploy.export.network import from_ticket, runtime_network
+from slt_deploy.export.onnx_format import write_model
+from slt_deploy.masking.shrink import measure
 from slt_deploy.search.ticket import load_ticket
 
 
@@ -52,30 +56,36 @@ def main() -> None:
         for name, mask in whole.masks.items():
             print(f"| {name} | {int(mask.sum()):,} | {int(live.masks[name].sum()):,} |")
         print()
-        stem = f"{len(pairs)}-{run.name}"  # tickets of different sweeps share cell names
-        paths = (
-            folder / f"{stem}-whole.csr.safetensors",
-            folder / f"{stem}-live.csr.safetensors",
-        )
-        write_file(whole, paths[0])
-        write_file(live, paths[1])
-        pairs.append((run, *paths))
+        shape = tuple(live.data.input_shape)
+        small = runtime_network(live)[0]
+        full, shrunk = measure(whole.model, shape), measure(small, shape)
+        print(f"dense network: {full.macs:,} -> {shrunk.macs:,} multiply-adds per sample "
+              f"({shrunk.macs / full.macs:.3f})\n")  # fmt: skip
+        stem = folder / f"{len(pairs)}-{run.name}"  # tickets of different sweeps share names
+        parts = ("whole.csr.safetensors", "live.csr.safetensors", "whole.onnx", "live.onnx")
+        files = [Path(f"{stem}-{part}") for part in parts]
+        write_file(whole, files[0])
+        write_file(live, files[1])
+        write_model(whole.model, shape, files[2])
+        write_model(small, shape, files[3])
+        pairs.append((run, files))
 
     request = BenchRequest(
-        tuple(str(p) for _, *ps in pairs for p in ps),
+        tuple(str(f) for _, files in pairs for f in files),
         batch_sizes=batches,
         policy=TimingPolicy(min_seconds=args.min_seconds),
         memory=False,
     )
     records = bench(request)
     p50 = {(r["artifact"], r["batch_size"]): r["latency_ms"]["p50"] for r in records}
-    print(f"CSR latency p50 (ms), {records[0]['threads']} threads, one interleaved run")
-    print("| ticket | batch | searched mask | dead paths removed | ratio |")
-    print("|---|---:|---:|---:|---:|")
-    for run, whole, live in pairs:
+    print(f"latency p50 (ms), {records[0]['threads']} threads, one interleaved run")
+    print("| ticket | batch | CSR before | CSR now | ratio | dense ORT before | ORT now | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for run, files in pairs:
         for batch in batches:
-            a, b = p50[(str(whole), batch)], p50[(str(live), batch)]
-            print(f"| {run} | {batch} | {a:.3f} | {b:.3f} | {b / a:.3f} |")
+            t = [p50[(str(f), batch)] for f in files]
+            print(f"| {run} | {batch} | {t[0]:.3f} | {t[1]:.3f} | {t[1] / t[0]:.3f} "
+                  f"| {t[2]:.3f} | {t[3]:.3f} | {t[3] / t[2]:.3f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

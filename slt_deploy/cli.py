@@ -421,8 +421,10 @@ def report(path: Path, out: Path | None, levels: str | None, bench_files: tuple[
     "--shrink/--no-shrink",
     default=True,
     show_default=True,
-    help="Channel tickets: remove closed channels, so onnx (and trt) get a smaller dense "
-    "network; --no-shrink keeps the original shapes with zeros folded in.",
+    help="Remove units whose output is always zero (a channel ticket's closed channels; an "
+    "unstructured ticket's units left empty by dead paths), so onnx, "
+    "onnx-int8 and trt get a smaller dense network; --no-shrink keeps the original shapes with "
+    "zeros folded in. 2:4 exports keep their shapes.",
 )
 @click.option(
     "--channel-multiple",

@@ -101,18 +101,26 @@ def _weights_held(runner) -> int:
     return count
 
 
-def test_every_backend_runs_the_shrunk_network_a_channel_ticket_onnx_holds(tmp_path):
-    """A shrunk channel ticket's ONNX: torch and torch-sparse must run the shrunk network too,
-    not the full-size one rebuilt from the ticket (same outputs either way, so count weights)."""
-    run = tmp_path / "channel"
-    config = SearchConfig(
-        model="conv2",
-        model_kwargs={"width": 0.25},
-        data="digits",
-        granularity="channel",
-        target_sparsity=0.5,
-        epochs=3,
-    )
+@pytest.mark.parametrize(
+    "config",
+    [
+        SearchConfig(
+            model="conv2",
+            model_kwargs={"width": 0.25},
+            data="digits",
+            granularity="channel",
+            target_sparsity=0.5,
+            epochs=3,
+        ),
+        # unstructured, with hidden units its dead paths leave empty: shrunk too
+        SearchConfig(data="digits", method="edge-popup", target_sparsity=0.97, epochs=3),
+    ],
+    ids=["channel", "unstructured"],
+)
+def test_every_backend_runs_the_shrunk_network_a_ticket_onnx_holds(config, tmp_path):
+    """A shrunk ticket's ONNX: torch and torch-sparse must run the shrunk network too, not the
+    full-size one rebuilt from the ticket (same outputs either way, so count weights)."""
+    run = tmp_path / "run"
     search(config, run, progress=False)
     report = export(ExportRequest(run, "onnx", tmp_path / "c.onnx"))
     assert report["shrunk"]["applied"] and report["shrunk"]["params_ratio"] < 0.9

@@ -86,3 +86,28 @@ def test_a_real_ticket_computes_the_same_outputs_with_fewer_weights(config, tmp_
     images = torch.randn(64, *net.data.input_shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(net.model(images), fold(model, searched)(images))
+
+
+def test_an_unstructured_onnx_drops_empty_units_but_keeps_its_inputs_and_2_4_keeps_shapes(
+    tmp_path,
+):
+    """Units left empty by dead paths leave the dense ONNX; the input features stay whole (no
+    Gather: it cost more than it saved, bench/results/dead_paths/lenet_gather.txt), and a 2:4
+    export keeps every shape, since its groups of 4 run along the inputs."""
+    import onnx
+
+    from slt_deploy.export import ExportRequest, export
+
+    config = SearchConfig(data="digits", epochs=3, method="edge-popup", target_sparsity=0.97)
+    search(config, tmp_path / "run", progress=False)
+    report = export(ExportRequest(tmp_path / "run", "onnx", tmp_path / "m.onnx"))
+    assert report["shrunk"]["applied"] and report["shrunk"]["macs_ratio"] < 1.0
+    assert not any(k.endswith("inputs") for k in report["shrunk"]["channels_kept"])
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    assert "Gather" not in {node.op_type for node in graph.node}
+    shapes = sorted(tuple(i.dims) for i in graph.initializer)  # MatMul weights: (in, out)
+    first = next(shape for shape in shapes if shape[0] == 64)  # reads all 8x8 pixels
+    assert first[1] < 300  # fewer first-layer units than LeNet's 300
+    two_four = export(ExportRequest(tmp_path / "run", "2:4", tmp_path / "s.onnx"))
+    assert not (two_four.get("shrunk") or {}).get("applied")
+    assert two_four["pattern_24_layers"] == ["fc1", "fc2", "fc3"]

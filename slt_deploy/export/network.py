@@ -150,14 +150,28 @@ def runtime_network(
     net: Deployable, shrink: bool = True, channel_multiple: int = DEFAULT_CHANNEL_MULTIPLE
 ) -> tuple[nn.Module, dict]:
     """The network a dense runtime (ONNX, TensorRT) gets, and the report of what shrinking
-    removed: a channel ticket's closed channels gone (masking/shrink.py; kept counts rounded up
-    to `channel_multiple`) unless `shrink` is off; any other ticket as folded. `bench` calls
-    this too, with the options an export report records, so that every back-end runs the
-    network the ONNX file holds."""
-    if not net.channel_ticket:
+    removed: every unit whose output is always zero gone (masking/shrink.py; kept counts
+    rounded up to `channel_multiple`) unless `shrink` is off. A channel ticket loses its closed
+    channels and its closed input features; an unstructured one the units its dead paths left
+    empty (masking/paths.py), with its input features kept whole (a Gather costs more there).
+    `bench` calls this too, with the options an export report records, so that every back-end
+    runs the network the ONNX file holds."""
+    unstructured = net.source.get("granularity", "unstructured") == "unstructured" and not (
+        net.source.get("projected_to_24")  # 2:4 groups run along the inputs a shrink removes
+    )
+    if not net.channel_ticket and not (shrink and unstructured):
         return net.model, {}
     shape = tuple(net.data.input_shape)
-    small, kept = shrink_network(net.model, shape, channel_multiple) if shrink else (net.model, {})
+    small, kept = net.model, {}
+    try:
+        if shrink:
+            small, kept = shrink_network(
+                net.model, shape, channel_multiple, gather_inputs=net.channel_ticket
+            )
+    except SltError:  # torch.fx cannot read the graph: an unstructured ticket keeps its shapes
+        if net.channel_ticket:
+            raise
+        return net.model, {}
     before, after = measure(net.model, shape), measure(small, shape)
     return small, {
         "shrunk": {

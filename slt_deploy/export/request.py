@@ -65,7 +65,7 @@ class ExportRequest:
     data: str | None = None  # data set for parity, accuracy and calibration [the ticket's]
     data_dir: str | None = None
     trt: BuildOptions = field(default_factory=BuildOptions)
-    shrink: bool = True  # channel tickets: remove closed channels from ONNX and TensorRT
+    shrink: bool = True  # remove always-zero units (closed channels, dead paths) from ONNX, TRT
     channel_multiple: int = DEFAULT_CHANNEL_MULTIPLE  # kept channel counts rounded up to this
     int8: Int8Options = field(default_factory=Int8Options)
     target: TargetProfile | None = None  # the profile behind these settings, recorded
