@@ -72,12 +72,14 @@ def main() -> None:
     sparse = [r["cell"] for r in rows if r["method"] != "dense"]
     # the baseline: a ticket run as a dense network by ONNX Runtime (its zeros cost as much as
     # any weight there, so every ticket of this architecture runs at this speed)
+    # (--no-shrink: export would otherwise drop the units this ticket's dead paths leave empty)
     exports = [(sparse[0], "onnx", ".onnx")] + [(c, "csr", ".csr.safetensors") for c in sparse]
     paths = {}
     for cell, fmt, suffix in exports:
         path = artifacts / f"{cell}{suffix}"
+        options = ["--format", fmt, "--out", str(path)] + (["--no-shrink"] if fmt == "onnx" else [])
         if not path.is_file():
-            cli("export", str(args.out / "cells" / cell), "--format", fmt, "--out", str(path))
+            cli("export", str(args.out / "cells" / cell), *options)
         paths[str(path)] = cell
     (args.out / "bench").mkdir(exist_ok=True)
     records = args.out / "bench" / "cpu.json"

@@ -50,8 +50,8 @@ def main() -> None:
         search(config, out / "run", progress=False)
         dense = out / "dense.onnx"
         sparse = out / "sparse.csr.safetensors"
-        for path, fmt in ((dense, "onnx"), (sparse, "csr")):
-            export(ExportRequest(out / "run", fmt, path, sparsity=args.sparsity))
+        for path, fmt in ((dense, "onnx"), (sparse, "csr")):  # the dense network at full shape
+            export(ExportRequest(out / "run", fmt, path, sparsity=args.sparsity, shrink=False))
         request = BenchRequest(
             artifacts=(str(dense), str(sparse)),
             batch_sizes=(1, 32),

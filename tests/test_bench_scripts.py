@@ -119,6 +119,8 @@ def test_accuracy_cost_sweeps_exports_benches_and_reports(mnist_dir, tmp_path):
     assert "![accuracy_vs_cost](accuracy_vs_cost.png)" in markdown
     assert "| gates (stg) | 0.9 |" in markdown.split("## At equal deployed cost")[1]
     assert "| edge-popup-s0.9-seed0 |" in result.stdout  # the printed CSR table
+    baseline = next(line for line in result.stdout.splitlines() if "--format onnx" in line)
+    assert baseline.endswith("--no-shrink")  # the dense network at full shape, not shrunk
     assert not (tmp_path / "sweep" / "cells").exists()  # --keep-table: what bench/results keeps
 
 
