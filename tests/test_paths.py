@@ -111,3 +111,31 @@ def test_an_unstructured_onnx_drops_empty_units_but_keeps_its_inputs_and_2_4_kee
     two_four = export(ExportRequest(tmp_path / "run", "2:4", tmp_path / "s.onnx"))
     assert not (two_four.get("shrunk") or {}).get("applied")
     assert two_four["pattern_24_layers"] == ["fc1", "fc2", "fc3"]
+
+
+def test_a_2_4_target_keeps_every_shape_whatever_the_format(tmp_path):
+    """Whether the runtime network is shrunk follows the request: a profile that asks for 2:4
+    gets full shapes in any format, since its groups of 4 run along the inputs."""
+    import onnx
+    from onnx import numpy_helper
+
+    from slt_deploy.export import ExportRequest, export
+    from slt_deploy.export.targets import load_target
+    from slt_deploy.masking.structure import is_24
+
+    config = SearchConfig(data="digits", epochs=3, method="edge-popup", target_sparsity=0.97)
+    search(config, tmp_path / "run", progress=False)
+    profile = tmp_path / "onnx-24.toml"
+    profile.write_text('description = "ONNX, 2:4"\nformat = "onnx"\nprecision = "fp32"\n'
+                       'sparsity = "2:4"\n')  # fmt: skip
+    request = ExportRequest(
+        tmp_path / "run", "onnx", tmp_path / "m.onnx", target=load_target(profile)
+    )
+    assert request.shrink and not request.shrinks
+    report = export(request)
+    assert not (report.get("shrunk") or {}).get("applied")
+    weights = [
+        numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "m.onnx")).graph.initializer
+    ]
+    assert sorted(w.shape for w in weights) == [(64, 300), (100, 10), (300, 100)]  # (in, out)
+    assert all(is_24(torch.from_numpy(w.T.copy()) != 0) for w in weights if w.shape[0] % 4 == 0)

@@ -256,7 +256,7 @@ def write(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict
     parity is reported, not enforced, and accuracy on the test split is measured against the
     fp32 network."""
 
-    model, shrunk = runtime_network(net, request.shrink, request.channel_multiple)
+    model, shrunk = runtime_network(net, request.shrinks, request.channel_multiple)
     calibration = None if request.int8.dynamic else calibration_batches(net, request)
     fields = write_model(model, tuple(net.data.input_shape), request.out, request.int8, calibration)
     parity = onnx_format.parity(request.out, net.model, inputs)

@@ -156,9 +156,7 @@ def runtime_network(
     empty (masking/paths.py), with its input features kept whole (a Gather costs more there).
     `bench` calls this too, with the options an export report records, so that every back-end
     runs the network the ONNX file holds."""
-    unstructured = net.source.get("granularity", "unstructured") == "unstructured" and not (
-        net.source.get("projected_to_24")  # 2:4 groups run along the inputs a shrink removes
-    )
+    unstructured = net.source.get("granularity", "unstructured") == "unstructured"
     if not net.channel_ticket and not (shrink and unstructured):
         return net.model, {}
     shape = tuple(net.data.input_shape)

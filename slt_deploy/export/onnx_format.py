@@ -164,7 +164,7 @@ def write_model(model: nn.Module, input_shape: tuple[int, ...], out: Path) -> No
 def write(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict:
     """`onnx`: the runtime network (a channel ticket shrunk), checked against the masked
     network it must compute."""
-    model, shrunk = runtime_network(net, request.shrink, request.channel_multiple)
+    model, shrunk = runtime_network(net, request.shrinks, request.channel_multiple)
     write_model(model, tuple(net.data.input_shape), request.out)
     measured = parity(request.out, net.model, inputs)
     return {

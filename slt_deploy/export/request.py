@@ -88,3 +88,9 @@ class ExportRequest:
     def pattern_24(self) -> bool:
         """Project the mask to 2:4: the format needs it, or the target profile asks for it."""
         return self.format.pattern_24 or (self.target is not None and self.target.sparsity == "2:4")
+
+    @property
+    def shrinks(self) -> bool:
+        """Shrink the runtime network (network.runtime_network): as asked, except for a 2:4
+        mask, whose groups of 4 run along the input features a shrink removes."""
+        return self.shrink and not self.pattern_24

@@ -285,6 +285,6 @@ def write(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict
     if options.sparse is None:
         structured = [is_24(m) for m in net.masks.values() if supports_24(tuple(m.shape))]
         options = replace(options, sparse=bool(structured) and all(structured))
-    model, shrunk = runtime_network(net, request.shrink, request.channel_multiple)
+    model, shrunk = runtime_network(net, request.shrinks, request.channel_multiple)
     calibration = calibration_batches(net, request) if options.int8 else None
     return {**write_engine(net, model, request.out, inputs, options, calibration), **shrunk}

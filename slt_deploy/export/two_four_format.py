@@ -5,8 +5,6 @@ was projected to 2:4, the accuracy change is measured on the test split."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 
 from slt_deploy.errors import SltError
@@ -26,8 +24,7 @@ def write(net: Deployable, request: ExportRequest, inputs: torch.Tensor) -> dict
             f"masks are not 2:4 in {', '.join(broken)}; export --format 2:4 from "
             "the run directory, whose gate values allow a projection"
         )
-    # no shrinking: the groups of 4 run along the input features a shrink would remove
-    fields = onnx_format.write(net, replace(request, shrink=False), inputs)
+    fields = onnx_format.write(net, request, inputs)
     compressed = sum(
         compressed_24_bytes(net.model.get_submodule(name).weight.detach())
         for name in sorted(structured)
