@@ -29,6 +29,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from slt_deploy.export.report import report_path
+
 DATA_ROOT = Path(os.environ.get("SLT_DEPLOY_DATA", Path(__file__).parents[2] / "shared/data"))
 DATA_DIRS = {"mnist": "mnist", "fashion-mnist": "fashion-mnist", "cifar10": "cifar10-jpeg.tar"}
 
@@ -98,7 +100,7 @@ def main() -> None:
         kept = int(row["params_kept"]) / int(row["params_total"])
         macs = int(row["macs_kept"]) / int(row["macs_total"])
         # what export wrote: the searched mask less its weights on dead paths (docs/export.md)
-        exported = json.loads(Path(record["artifact"] + ".json").read_text())["weights_kept"]
+        exported = json.loads(report_path(Path(record["artifact"])).read_text())["weights_kept"]
         print(f"| {cell} | {100 * float(row['test_accuracy']):.2f}% | {100 * kept:.2f}% "
               f"| {100 * exported / int(row['params_total']):.2f}% | {100 * macs:.2f}% "
               f"| {record['ratio']['latency_p50']:.3f} |")  # fmt: skip

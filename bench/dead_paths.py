@@ -4,8 +4,8 @@
 
 For each ticket, the same network twice in two formats: as `export` wrote it before (the
 searched mask whole; ONNX at full shapes) and as it writes it now (the weights on dead paths
-removed, masking/paths.py; ONNX with the units they left empty and the unread input features
-shrunk away, masking/shrink.py). It prints per layer the kept weights of each, checks that the
+removed, masking/paths.py; ONNX with the units they left empty shrunk away, the input features
+kept whole, masking/shrink.py). It prints per layer the kept weights of each, checks that the
 two compute the same logits, and times all the artifacts in one interleaved `bench` run (CSR
 under torch's sparse kernels, ONNX under ONNX Runtime, this machine's threads), so every ratio
 comes from one run.
@@ -41,9 +41,8 @@ def main() -> None:
     for run in args.runs:
         ticket = load_ticket(run)
         whole, live = from_ticket(ticket, keep_dead_paths=True), from_ticket(ticket)
-        images = torch.randn(
-            256, *live.data.input_shape, generator=torch.Generator().manual_seed(0)
-        )
+        shape = tuple(live.data.input_shape)
+        images = torch.randn(256, *shape, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             diff = float((whole.model(images) - live.model(images)).abs().max())
         removed = sum(live.source["dead_path_weights_removed"].values())
@@ -56,7 +55,6 @@ def main() -> None:
         for name, mask in whole.masks.items():
             print(f"| {name} | {int(mask.sum()):,} | {int(live.masks[name].sum()):,} |")
         print()
-        shape = tuple(live.data.input_shape)
         small = runtime_network(live)[0]
         full, shrunk = measure(whole.model, shape), measure(small, shape)
         print(f"dense network: {full.macs:,} -> {shrunk.macs:,} multiply-adds per sample "

@@ -70,12 +70,11 @@ def remove_dead_paths(
     }
     while any([_prune_group_(new, g, silent_when_empty[g.producer]) for g in groups]):
         pass
-    removed = {
-        name: int(masks[name].sum()) - int(new[name].sum())
-        for name in masks
-        if int(masks[name].sum()) != int(new[name].sum())
+    lost = {
+        name: int(torch.count_nonzero(m)) - int(torch.count_nonzero(new[name]))
+        for name, m in masks.items()
     }
-    return new, removed
+    return new, {name: n for name, n in lost.items() if n}
 
 
 def _prune_group_(
