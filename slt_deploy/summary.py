@@ -39,6 +39,13 @@ def print_summary(summary: dict, out: Path, console: Console | None = None) -> N
     head.add_row(
         "kept / total weights", f"{summary['params_kept']:,} / {summary['params_total']:,}"
     )
+    live = summary.get("params_live")
+    if live is not None and live != summary["params_kept"]:
+        head.add_row(
+            "on live paths (export ships these)",
+            f"{live:,} ({_pct(live / summary['params_total'])}; "
+            f"{summary['params_kept'] - live:,} on dead paths)",
+        )
     if summary.get("macs_total"):
         kept = summary["macs_kept"] / summary["macs_total"]
         removed = f", {_pct(1 - kept)} removed{target})" if by_macs else ")"

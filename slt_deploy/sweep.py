@@ -31,7 +31,7 @@ METHOD_TOKENS = ("gates", "gates:stg", "gates:hard-concrete", "edge-popup", "den
 RESULT_COLUMNS = (
     "cell", "method", "gate", "seed", "target_sparsity", "sparsity", "test_accuracy",
     "params_kept", "params_total", "epochs", "wall_seconds", "structured_sparsity",
-    "macs_kept", "macs_total",
+    "macs_kept", "macs_total", "params_live", "macs_live",
 )  # fmt: skip
 
 

@@ -74,10 +74,15 @@ def test_removal_runs_to_a_fixed_point():
     ids=["lenet-gates", "lenet-edge-popup", "conv2-gates"],
 )
 def test_a_real_ticket_computes_the_same_outputs_with_fewer_weights(config, tmp_path):
-    search(config, tmp_path, progress=False)
+    summary = search(config, tmp_path, progress=False)
     net = load_deployable(tmp_path)
     removed = net.source["dead_path_weights_removed"]
     assert sum(removed.values()) > 0  # these sparse tickets have dead paths
+    # the search's summary already says what export ships (the report's deployed-cost axes)
+    assert summary["params_live"] == net.totals()[1] == summary["params_kept"] - sum(
+        removed.values()
+    )
+    assert summary["macs_live"] < summary["macs_kept"]
     model = build_model(load_ticket(tmp_path))
     searched = {name: layer.mask_source.binary_mask() for name, layer in masked_layers(model)}
     for name, mask in net.masks.items():

@@ -156,6 +156,22 @@ def test_equal_cost_comparison_interpolates_in_log_cost_and_never_extrapolates()
     assert cost_table(gates) == []  # nothing to compare against
 
 
+def test_equal_cost_is_measured_on_what_export_ships_where_runs_recorded_it():
+    """Dead-path weights leave every export, so the deployed cost is the live count: here
+    edge-popup's 10% ticket ships 6.5% (its dead paths), the gates' 5% ticket 4.8%."""
+    ep = [Point("edge-popup", s, s, 0.0, a, 0.0, 1, macs_mean=m, live_mean=lv, live_macs_mean=lv)
+          for s, a, m, lv in [(0.9, 0.96, 0.10, 0.065), (0.99, 0.86, 0.01, 0.008)]]  # fmt: skip
+    gates = [Point("gates (stg)", 0.95, 0.95, 0.0, 0.95, 0.0, 1, macs_mean=0.05,
+                   live_mean=0.048, live_macs_mean=0.048)]  # fmt: skip
+    header, row = cost_table(gates + ep)
+    assert header[2] == "weights exported %" and header[4] == "multiply-adds exported %"
+    at = 0.86 + 0.10 * math.log(0.048 / 0.008) / math.log(0.065 / 0.008)
+    assert row[2] == "4.80" and row[3] == f"{100 * (0.95 - at):+.2f}"
+    # one run from before the live counts: every point falls back to the searched counts
+    old = Point("edge-popup", 0.5, 0.5, 0.0, 0.97, 0.0, 1, macs_mean=0.5)
+    assert cost_table([*gates, *ep, old])[0][2] == "weights kept %"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -8,7 +8,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from slt_deploy.report.tables import Point, curves, dense_reference
+from slt_deploy.report.tables import Point, cost_measures, curves, dense_reference
 
 DPI = 110
 
@@ -62,15 +62,14 @@ def accuracy_vs_cost(
     path: Path,
 ) -> Path:
     """Test accuracy against what deployment pays, each on a log axis so that 90-99.9%
-    sparsity can be read: the fraction of weights kept, of multiply-adds kept (when the runs
-    recorded them), and p50 latency over the bench run's baseline (per back-end and batch, when
-    bench records name the cells; `latency` maps a series to (method, ratio, accuracy))."""
-    panels = ["weights"] + (["macs"] if all(p.macs_mean for p in points) else [])
-    panels += ["latency"] if latency else []
+    sparsity can be read: the fraction of weights and of multiply-adds that export ships
+    (tables.cost_measures), and p50 latency over the bench run's baseline (per back-end and
+    batch, when bench records name the cells; `latency` maps a series to (method, ratio,
+    accuracy))."""
+    measure = cost_measures(points)
+    panels = [*measure, *(["latency"] if latency else [])]
     fig = Figure(figsize=(5 * len(panels), 4.3))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    measure = {"weights": lambda p: p.kept_mean, "macs": lambda p: p.macs_mean}
-    labels = {"weights": "weights kept (%, log)", "macs": "multiply-adds kept (%, log)"}
     for ax, panel in zip(axes, panels, strict=True):
         if panel == "latency":
             for series, triples in latency.items():
@@ -92,7 +91,7 @@ def accuracy_vs_cost(
             dense = dense_reference(points)
             if dense:
                 ax.axhline(100 * dense.accuracy_mean, color="k", ls="--", lw=1, label="dense")
-            ax.set(xscale="log", xlabel=labels[panel])
+            ax.set(xscale="log", xlabel=f"{panel} (%, log)")
             ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 1, 2, 5, 10, 20, ...
             ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())

@@ -34,6 +34,7 @@ from slt_deploy.search.rundir import (
 )
 from slt_deploy.search.stats import (
     gate_histogram,
+    live_counts,
     mask_state,
     multiply_adds,
     output_positions,
@@ -331,6 +332,7 @@ def _finish(run: _Run, write: bool = True) -> dict:
         if name in layers:
             layers[name]["positions"] = positions
     macs_kept, macs_total = multiply_adds(layers)
+    params_live, macs_live = live_counts(model, layers, tuple(data.spec.input_shape))
     if history:
         test_accuracy, histogram = history[-1]["test_accuracy"], history[-1]["gate_histogram"]
     else:
@@ -345,6 +347,9 @@ def _finish(run: _Run, write: bool = True) -> dict:
         "per_layer": layers,
         "macs_kept": macs_kept,
         "macs_total": macs_total,
+        # what export ships: the kept weights less those on dead paths
+        "params_live": params_live,
+        "macs_live": macs_live,
         "method": config.method,
         "gate": config.gate if config.method == "gates" else None,
         "granularity": config.granularity,

@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 from slt_deploy.masking import channels
+from slt_deploy.masking.fold import fold
 from slt_deploy.masking.layers import MaskedConv2d, gate_families, masked_layers
+from slt_deploy.masking.paths import remove_dead_paths
 from slt_deploy.masking.sources import ChannelSource, GateSource
 
 HISTOGRAM_BINS = 10
@@ -75,6 +77,25 @@ def multiply_adds(layers: dict[str, dict]) -> tuple[int, int]:
     kept = sum(v["kept"] * v.get("positions", 1) for v in layers.values())
     total = sum(v["total"] * v.get("positions", 1) for v in layers.values())
     return kept, total
+
+
+@torch.no_grad()
+def live_counts(
+    model: nn.Module, layers: dict[str, dict], input_shape: tuple[int, ...]
+) -> tuple[int, int]:
+    """(weights, multiply-adds) that `export` ships: the kept ones less those on dead paths
+    (masking/paths.py). A ticket can keep weights that change no output, and the search's own
+    count includes them, so equal sparsity need not be equal deployed cost (docs/export.md,
+    "Dead paths"). `layers` as from per_layer_sparsity, with "positions" where known."""
+    masks = {
+        name: layer.mask_source.binary_mask().bool().cpu() for name, layer in masked_layers(model)
+    }
+    removed: dict[str, int] = {}
+    if masks:
+        _, removed = remove_dead_paths(fold(model, masks).cpu(), masks, input_shape)
+    live = {name: v["kept"] - removed.get(name, 0) for name, v in layers.items()}
+    macs = sum(n * layers[name].get("positions", 1) for name, n in live.items())
+    return sum(live.values()), macs
 
 
 def totals(layers: dict[str, dict]) -> tuple[int, int, float]:
