@@ -79,8 +79,8 @@ def test_a_real_ticket_computes_the_same_outputs_with_fewer_weights(config, tmp_
     removed = net.source["dead_path_weights_removed"]
     assert sum(removed.values()) > 0  # these sparse tickets have dead paths
     # the search's summary already says what export ships (the report's deployed-cost axes)
-    assert summary["params_live"] == net.totals()[1] == summary["params_kept"] - sum(
-        removed.values()
+    assert (
+        summary["params_live"] == net.totals()[1] == summary["params_kept"] - sum(removed.values())
     )
     assert summary["macs_live"] < summary["macs_kept"]
     model = build_model(load_ticket(tmp_path))
