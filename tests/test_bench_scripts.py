@@ -135,3 +135,29 @@ def test_gate_kernels_times_eager_against_compiled_at_every_size():
     rows = [line for line in done.stdout.splitlines() if line.startswith("| backward |")
             or line.startswith("| penalty |")]  # fmt: skip
     assert [row.split("|")[2].strip() for row in rows] == ["1,000", "20,000"] * 2
+
+
+def test_sparser_at_accuracy_interpolates_in_log_kept_fraction(tmp_path):
+    """bench/sparser_at_accuracy.py on two written result files: a gate curve through 10% kept
+    (90.0%) and 5% kept (89.0%) crosses a reference of 89.5% halfway in log: at √(10 · 5) %."""
+
+    def rows(label, kept, val, test):
+        return [{"label": f"{label} s{seed}", "val_accuracy": val, "test_accuracy": test,
+                 "params_kept": kept, "params_total": 1000, "macs_kept": kept, "macs_total": 1000}
+                for seed in (0, 1)]  # fmt: skip
+
+    gates = tmp_path / "gates.json"
+    gates.write_text(json.dumps(rows("defaults 0.9", 100, 0.90, 0.90)
+                                + rows("defaults 0.95", 50, 0.89, 0.91)))  # fmt: skip
+    reference = tmp_path / "ep.json"
+    reference.write_text(json.dumps(rows("ep 0.9", 100, 0.895, 0.905)))
+    result = subprocess.run(
+        [PYTHON, str(ROOT / "bench" / "sparser_at_accuracy.py"), "--gates", str(gates),
+         "--reference", str(reference)],
+        capture_output=True, text=True, env=cli_env(), timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("| val | 89.50%")]
+    assert len(lines) == 2 and f"| {100 * 0.005**0.5:.2f}% | {0.1 / 0.005**0.5:.2f}x |" in lines[0]
+    # on test the sparsest cell already beats the reference: a lower bound only
+    assert "| test | 90.50% | weights | 10.00% | 5.00% | ≥ 2.00x |" in result.stdout
