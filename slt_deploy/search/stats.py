@@ -87,12 +87,12 @@ def live_counts(
     (masking/paths.py). A ticket can keep weights that change no output, and the search's own
     count includes them, so equal sparsity need not be equal deployed cost (docs/export.md,
     "Dead paths"). `layers` as from per_layer_sparsity, with "positions" where known."""
-    masks = {
-        name: layer.mask_source.binary_mask().bool().cpu() for name, layer in masked_layers(model)
-    }
+    masks = {name: layer.mask_source.binary_mask().bool() for name, layer in masked_layers(model)}
     removed: dict[str, int] = {}
-    if masks:
-        _, removed = remove_dead_paths(fold(model, masks).cpu(), masks, input_shape)
+    if masks:  # folded where the model lives (CUDA too), then read on the CPU
+        plain = fold(model, masks).cpu()
+        cpu_masks = {name: mask.cpu() for name, mask in masks.items()}
+        _, removed = remove_dead_paths(plain, cpu_masks, input_shape)
     live = {name: v["kept"] - removed.get(name, 0) for name, v in layers.items()}
     macs = sum(n * layers[name].get("positions", 1) for name, n in live.items())
     return sum(live.values()), macs
