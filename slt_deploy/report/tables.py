@@ -47,7 +47,7 @@ def aggregate(rows: list[dict]) -> list[Point]:
     for (method, target), members in groups.items():
         acc = [float(r["test_accuracy"]) for r in members]
         sp = [float(r["sparsity"]) for r in members]
-        macs = [macs_fraction(r) for r in members]
+        macs = [_fraction(r, "macs_kept", "macs_total") for r in members]
         live = [_fraction(r, "params_live", "params_total") for r in members]
         live_macs = [_fraction(r, "macs_live", "macs_total") for r in members]
         points.append(
@@ -67,11 +67,6 @@ def _fraction(row: dict, part: str, whole: str) -> float | None:
     if not isinstance(kept, int | float) or not isinstance(total, int | float) or total <= 0:
         return None
     return kept / total
-
-
-def macs_fraction(row: dict) -> float | None:
-    """Kept over total multiply-adds of a run's weight layers."""
-    return _fraction(row, "macs_kept", "macs_total")
 
 
 def curves(points: list[Point]) -> dict[str, list[Point]]:

@@ -17,7 +17,7 @@ from slt_deploy.atomic import write_text
 from slt_deploy.data import DataSplit, load_dataset
 from slt_deploy.data.base import normalise, steps_per_epoch, train_batches
 from slt_deploy.errors import SltError
-from slt_deploy.masking.layers import gate_families, masked_layers
+from slt_deploy.masking.layers import gate_families
 from slt_deploy.search import budget, rundir
 from slt_deploy.search.batchnorm import recalibrate_batchnorm_
 from slt_deploy.search.checkpoints import RunState, load_run_checkpoint, save_run_checkpoint
@@ -39,6 +39,7 @@ from slt_deploy.search.stats import (
     multiply_adds,
     output_positions,
     per_layer_sparsity,
+    searched_network,
     structured_sparsity,
     totals,
 )
@@ -332,7 +333,8 @@ def _finish(run: _Run, write: bool = True) -> dict:
         if name in layers:
             layers[name]["positions"] = positions
     macs_kept, macs_total = multiply_adds(layers)
-    params_live, macs_live = live_counts(model, layers, tuple(data.spec.input_shape))
+    plain, masks = searched_network(model)  # folded once: for the live counts and the shrink
+    params_live, macs_live = live_counts(plain, masks, layers, tuple(data.spec.input_shape))
     if history:
         test_accuracy, histogram = history[-1]["test_accuracy"], history[-1]["gate_histogram"]
     else:
@@ -369,7 +371,7 @@ def _finish(run: _Run, write: bool = True) -> dict:
         "pure_ticket": not (config.learn_bias or config.affine_bn) and config.method != "dense",
     }
     if config.granularity.startswith("channel"):
-        summary.update(_shrunk_summary(run))
+        summary.update(_shrunk_summary(run, plain))
     if not write:
         return summary
     model.cpu()
@@ -380,15 +382,13 @@ def _finish(run: _Run, write: bool = True) -> dict:
     return summary
 
 
-def _shrunk_summary(run: _Run) -> dict:
-    """Channel tickets: the physically smaller network the export writes, its size and its
-    own test accuracy (it must predict what the masked network predicts)."""
-    from slt_deploy.masking.fold import fold
+def _shrunk_summary(run: _Run, plain: nn.Module) -> dict:
+    """Channel tickets: the physically smaller network the export writes (from `plain`, the
+    folded searched network), its size and its own test accuracy (it must predict what the
+    masked network predicts)."""
     from slt_deploy.masking.shrink import measure, shrink
 
     model = run.model
-    masks = {name: layer.mask_source.binary_mask() for name, layer in masked_layers(model)}
-    plain = fold(model, masks).cpu()
     shape = tuple(run.data.spec.input_shape)
     small, kept = shrink(plain, shape)
     before, after = measure(plain, shape), measure(small, shape)

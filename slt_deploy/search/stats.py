@@ -80,19 +80,27 @@ def multiply_adds(layers: dict[str, dict]) -> tuple[int, int]:
 
 
 @torch.no_grad()
+def searched_network(model: nn.Module) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """The plain network the search's binary masks define (folded where the model lives, then
+    on the CPU), and those masks on the CPU: what export starts from. A dense model has no
+    masks and nothing to fold: it comes back as it is, where it is, not copied."""
+    masks = {name: layer.mask_source.binary_mask().bool() for name, layer in masked_layers(model)}
+    plain = fold(model, masks).cpu() if masks else model
+    return plain, {name: mask.cpu() for name, mask in masks.items()}
+
+
 def live_counts(
-    model: nn.Module, layers: dict[str, dict], input_shape: tuple[int, ...]
+    plain: nn.Module,
+    masks: dict[str, torch.Tensor],
+    layers: dict[str, dict],
+    input_shape: tuple[int, ...],
 ) -> tuple[int, int]:
     """(weights, multiply-adds) that `export` ships: the kept ones less those on dead paths
     (masking/paths.py). A ticket can keep weights that change no output, and the search's own
     count includes them, so equal sparsity need not be equal deployed cost (docs/export.md,
-    "Dead paths"). `layers` as from per_layer_sparsity, with "positions" where known."""
-    masks = {name: layer.mask_source.binary_mask().bool() for name, layer in masked_layers(model)}
-    removed: dict[str, int] = {}
-    if masks:  # folded where the model lives (CUDA too), then read on the CPU
-        plain = fold(model, masks).cpu()
-        cpu_masks = {name: mask.cpu() for name, mask in masks.items()}
-        _, removed = remove_dead_paths(plain, cpu_masks, input_shape)
+    "Dead paths"). `plain` and `masks` as from searched_network; `layers` as from
+    per_layer_sparsity, with "positions" where known."""
+    removed = remove_dead_paths(plain, masks, input_shape)[1] if masks else {}
     live = {name: v["kept"] - removed.get(name, 0) for name, v in layers.items()}
     macs = sum(n * layers[name].get("positions", 1) for name, n in live.items())
     return sum(live.values()), macs
