@@ -14,6 +14,13 @@ around the crossing. The ratio is the reference's fraction over that one: 2 is t
 "twice the sparsity", 1 is equal, below 1 means the gates need more weights. Validation decides;
 test is reported beside it. The same is done for multiply-adds kept, which differ from weights
 kept on convolutional networks, where the gates keep the convolutions denser.
+
+Three seeds are few, and where a curve is flat a small change of its means moves the crossing
+far. So the ratio comes with an interval from a bootstrap over seeds: every cell (gates' and
+reference) draws its seeds again with replacement, the ratio is recomputed, and the 10th and
+90th percentiles of --resamples such ratios are printed. A draw whose gates never reach the
+reference counts as a ratio of 0; one already reached at the sparsest cell counts at that cell,
+a lower bound. The draws use a fixed seed, so the interval is the same every run.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import re
 import statistics
 from pathlib import Path
@@ -31,23 +39,28 @@ COSTS = {
 }
 
 
-def cell_means(rows: list[dict], prefix: str) -> dict[str, dict[str, float]]:
-    """Per cell label (seed suffix dropped) whose label starts with `prefix`: the means over
-    its seeds of val and test accuracy and of each cost."""
+def cells_of(rows: list[dict], prefix: str) -> dict[str, list[dict]]:
+    """The runs of every cell (label less its seed suffix) whose label starts with `prefix`."""
     cells: dict[str, list[dict]] = {}
     for row in rows:
         label = re.sub(r" s\d+$", "", row["label"])
         if label.startswith(prefix):
             cells.setdefault(label, []).append(row)
-    means = {}
-    for label, runs in cells.items():
-        means[label] = {
-            "val": statistics.fmean(r["val_accuracy"] for r in runs),
-            "test": statistics.fmean(r["test_accuracy"] for r in runs),
-            "seeds": len(runs),
-            **{name: statistics.fmean(f(r) for r in runs) for name, f in COSTS.items()},
-        }
-    return means
+    return cells
+
+
+def means_of(runs: list[dict]) -> dict[str, float]:
+    """The means over a cell's seeds of val and test accuracy and of each cost."""
+    return {
+        "val": statistics.fmean(r["val_accuracy"] for r in runs),
+        "test": statistics.fmean(r["test_accuracy"] for r in runs),
+        "seeds": len(runs),
+        **{name: statistics.fmean(f(r) for r in runs) for name, f in COSTS.items()},
+    }
+
+
+def cell_means(rows: list[dict], prefix: str) -> dict[str, dict[str, float]]:
+    return {label: means_of(runs) for label, runs in cells_of(rows, prefix).items()}
 
 
 def fraction_at(curve: list[tuple[float, float]], level: float) -> tuple[float | None, str]:
@@ -65,25 +78,54 @@ def fraction_at(curve: list[tuple[float, float]], level: float) -> tuple[float |
     return None, "never, within the cells measured"
 
 
+def ratio_of(gates: list[dict], ref: dict, split: str, cost: str) -> float:
+    """The reference's fraction kept over the gates' at the reference's accuracy; 0 where the
+    gates never reach it, a lower bound where their sparsest cell already does."""
+    fraction, _ = fraction_at([(g[cost], g[split]) for g in gates], ref[split])
+    return 0.0 if fraction is None else ref[cost] / fraction
+
+
+def bootstrap_interval(
+    gates: dict[str, list[dict]], reference: list[dict], split: str, cost: str, resamples: int
+) -> tuple[float, float]:
+    """10th and 90th percentiles of the ratio over draws of every cell's seeds."""
+    draw = random.Random(0)
+    ratios = sorted(
+        ratio_of(
+            [means_of(draw.choices(runs, k=len(runs))) for runs in gates.values()],
+            means_of(draw.choices(reference, k=len(reference))),
+            split,
+            cost,
+        )
+        for _ in range(resamples)
+    )
+    return ratios[int(0.1 * (resamples - 1))], ratios[int(0.9 * (resamples - 1))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gates", nargs="+", type=Path, required=True)
     parser.add_argument("--gates-cell", default="defaults", help="label prefix of the gate cells")
     parser.add_argument("--reference", type=Path, required=True)
     parser.add_argument("--reference-cell", default="ep 0.9")
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap draws")
     args = parser.parse_args()
 
-    gates = cell_means([r for p in args.gates for r in json.loads(p.read_text())], args.gates_cell)
-    reference = cell_means(json.loads(args.reference.read_text()), args.reference_cell)
+    gate_runs = cells_of(
+        [r for p in args.gates for r in json.loads(p.read_text())], args.gates_cell
+    )
+    reference = cells_of(json.loads(args.reference.read_text()), args.reference_cell)
     if args.reference_cell not in reference:
         parser.error(f"no cell {args.reference_cell!r} in {args.reference}")
-    ref = reference[args.reference_cell]
+    gates = {label: means_of(runs) for label, runs in gate_runs.items()}
+    ref_runs = reference[args.reference_cell]
+    ref = means_of(ref_runs)
     listed = ", ".join(f"{k} ({v['seeds']} seeds)" for k, v in sorted(gates.items()))
     print(f"gate cells: {listed}")
     print(f"reference: {args.reference_cell} ({ref['seeds']} seeds) of {args.reference}\n")
     print("| split | reference accuracy | cost | reference kept | gates kept at that accuracy "
-          "| reference / gates | found |")  # fmt: skip
-    print("|---|---:|---|---:|---:|---:|---|")
+          "| reference / gates | 80% interval over seeds | found |")  # fmt: skip
+    print("|---|---:|---|---:|---:|---:|---|---|")
     for split in ("val", "test"):
         for cost in COSTS:
             curve = [(g[cost], g[split]) for g in gates.values()]
@@ -91,8 +133,9 @@ def main() -> None:
             ratio = "–" if fraction is None else f"{ref[cost] / fraction:.2f}x"
             ratio = f"≥ {ratio}" if how.startswith("at or below") else ratio
             kept = "–" if fraction is None else f"{100 * fraction:.2f}%"
+            low, high = bootstrap_interval(gate_runs, ref_runs, split, cost, args.resamples)
             print(f"| {split} | {100 * ref[split]:.2f}% | {cost} | {100 * ref[cost]:.2f}% "
-                  f"| {kept} | {ratio} | {how} |")  # fmt: skip
+                  f"| {kept} | {ratio} | {low:.2f}x–{high:.2f}x | {how} |")  # fmt: skip
 
 
 if __name__ == "__main__":
