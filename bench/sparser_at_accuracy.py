@@ -59,10 +59,6 @@ def means_of(runs: list[dict]) -> dict[str, float]:
     }
 
 
-def cell_means(rows: list[dict], prefix: str) -> dict[str, dict[str, float]]:
-    return {label: means_of(runs) for label, runs in cells_of(rows, prefix).items()}
-
-
 def fraction_at(curve: list[tuple[float, float]], level: float) -> tuple[float | None, str]:
     """The smallest fraction kept at which `curve` ((fraction, accuracy) points) reaches
     `level`, and how it was found."""
