@@ -33,6 +33,7 @@ import re
 import statistics
 from pathlib import Path
 
+SPLITS = ("val", "test")
 COSTS = {
     "weights": lambda r: r["params_kept"] / r["params_total"],
     "multiply-adds": lambda r: r["macs_kept"] / r["macs_total"],
@@ -81,21 +82,20 @@ def ratio_of(gates: list[dict], ref: dict, split: str, cost: str) -> float:
     return 0.0 if fraction is None else ref[cost] / fraction
 
 
-def bootstrap_interval(
-    gates: dict[str, list[dict]], reference: list[dict], split: str, cost: str, resamples: int
-) -> tuple[float, float]:
-    """10th and 90th percentiles of the ratio over draws of every cell's seeds."""
+def bootstrap_intervals(
+    gates: dict[str, list[dict]], reference: list[dict], resamples: int
+) -> dict[tuple[str, str], tuple[float, float]]:
+    """Per (split, cost): 10th and 90th percentiles of the ratio over draws of every cell's
+    seeds. One set of draws serves every split and cost."""
     draw = random.Random(0)
-    ratios = sorted(
-        ratio_of(
-            [means_of(draw.choices(runs, k=len(runs))) for runs in gates.values()],
-            means_of(draw.choices(reference, k=len(reference))),
-            split,
-            cost,
-        )
-        for _ in range(resamples)
-    )
-    return ratios[int(0.1 * (resamples - 1))], ratios[int(0.9 * (resamples - 1))]
+    ratios: dict[tuple[str, str], list[float]] = {(s, c): [] for s in SPLITS for c in COSTS}
+    for _ in range(resamples):
+        drawn = [means_of(draw.choices(runs, k=len(runs))) for runs in gates.values()]
+        ref = means_of(draw.choices(reference, k=len(reference)))
+        for (split, cost), values in ratios.items():
+            values.append(ratio_of(drawn, ref, split, cost))
+    low, high = int(0.1 * (resamples - 1)), int(0.9 * (resamples - 1))
+    return {key: (sorted(v)[low], sorted(v)[high]) for key, v in ratios.items()}
 
 
 def main() -> None:
@@ -122,14 +122,15 @@ def main() -> None:
     print("| split | reference accuracy | cost | reference kept | gates kept at that accuracy "
           "| reference / gates | 80% interval over seeds | found |")  # fmt: skip
     print("|---|---:|---|---:|---:|---:|---|---|")
-    for split in ("val", "test"):
+    intervals = bootstrap_intervals(gate_runs, ref_runs, args.resamples)
+    for split in SPLITS:
         for cost in COSTS:
             curve = [(g[cost], g[split]) for g in gates.values()]
             fraction, how = fraction_at(curve, ref[split])
             ratio = "–" if fraction is None else f"{ref[cost] / fraction:.2f}x"
             ratio = f"≥ {ratio}" if how.startswith("at or below") else ratio
             kept = "–" if fraction is None else f"{100 * fraction:.2f}%"
-            low, high = bootstrap_interval(gate_runs, ref_runs, split, cost, args.resamples)
+            low, high = intervals[split, cost]
             print(f"| {split} | {100 * ref[split]:.2f}% | {cost} | {100 * ref[cost]:.2f}% "
                   f"| {kept} | {ratio} | {low:.2f}x–{high:.2f}x | {how} |")  # fmt: skip
 
