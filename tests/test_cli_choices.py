@@ -84,3 +84,9 @@ def test_a_recipe_with_an_unknown_choice_is_one_clear_error():
         SearchConfig(optimizer="adagrad").validate()
     with pytest.raises(SltError, match="--gate must be one of stg, hard-concrete"):
         SearchConfig(gate="concrete").validate()
+
+
+def test_a_validation_seed_without_a_validation_split_is_one_clear_error():
+    with pytest.raises(SltError, match="--val-seed picks the images --val-split holds out"):
+        SearchConfig(val_seed=2).validate()
+    SearchConfig(val_seed=2, val_split=100).validate()

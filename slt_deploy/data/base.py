@@ -77,16 +77,17 @@ class DataSplit:
         test_x, test_y = pick(self.test_x, self.test_y)
         return DataSplit(self.spec, train_x, train_y, test_x, test_y, self.augment, self.notes)
 
-    def hold_out(self, count: int | None) -> DataSplit:
-        """`count` training samples set aside as a validation split, by a fixed permutation
-        (the same for every run and seed, so settings are compared on the same images); the
-        search never trains on them. Defaults and hyperparameters are chosen on this split and
-        the test split is reported once (docs/search.md, "Validation")."""
+    def hold_out(self, count: int | None, seed: int = 1) -> DataSplit:
+        """`count` training samples set aside as a validation split, by a permutation fixed by
+        `seed` (the same for every run and search seed, so settings are compared on the same
+        images); the search never trains on them. Defaults and hyperparameters are chosen on
+        split 1 and the test split is reported once; another split checks a choice on images
+        it was not chosen on (docs/search.md, "Validation")."""
         if count is None:
             return self
         if not 0 < count < len(self.train_y):
             raise SltError(f"--val-split must lie in [1, {len(self.train_y) - 1}], got {count}")
-        generator = torch.Generator().manual_seed(1)
+        generator = torch.Generator().manual_seed(seed)
         order = torch.randperm(len(self.train_y), generator=generator)
         held, kept = order[:count].sort().values, order[count:].sort().values
         return replace(

@@ -48,7 +48,7 @@ COMPILE_MIN_STEPS = 2000
 
 # Settings added after runs were first recorded, with the value that reproduces what those runs
 # did (a recorded config without the key ran without the feature).
-ADDED_SETTINGS = {"windup_reset": False, "budget": "penalty"}
+ADDED_SETTINGS = {"windup_reset": False, "budget": "penalty", "val_seed": 1}
 
 
 def setting(
@@ -99,6 +99,12 @@ class SearchConfig:
         None,
         "Hold N training samples out as a validation split (the same N for every run and "
         "seed); its accuracy is recorded beside the test accuracy. Choose settings on it.",
+    )
+    val_seed: int = setting(
+        1,
+        "Which training samples --val-split holds out (the seed of its permutation). The "
+        "tool's defaults were chosen on split 1; another value checks a choice on images it "
+        "was not chosen on.",
     )
     max_steps: int | None = setting(None, "Stop after N optimizer steps (quick runs).")
     method: str = setting(
@@ -397,6 +403,10 @@ class SearchConfig:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise SltError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.val_seed < 0:
+            raise SltError("--val-seed must be >= 0")
+        if self.val_split is None and self.val_seed != 1:
+            raise SltError("--val-seed picks the images --val-split holds out: give --val-split too")
         for name in ("subset", "max_steps", "val_split"):
             value = getattr(self, name)
             if value is not None and value < 1:

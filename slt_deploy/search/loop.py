@@ -178,7 +178,7 @@ def _search(
     data = load_dataset(config.data, config.data_dir, config.download).subset(config.subset)
     if config.subset is not None and len(data.test_y) == 0:
         raise SltError("--subset left no test samples")
-    data = data.hold_out(config.val_split)
+    data = data.hold_out(config.val_split, config.val_seed)
     if config.batch_size < world.size:
         raise SltError(f"--batch-size {config.batch_size} is smaller than the {world.size} ranks")
     total_steps = config.epochs * steps_per_epoch(data, config.batch_size)
