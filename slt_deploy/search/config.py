@@ -406,7 +406,9 @@ class SearchConfig:
         if self.val_seed < 0:
             raise SltError("--val-seed must be >= 0")
         if self.val_split is None and self.val_seed != 1:
-            raise SltError("--val-seed picks the images --val-split holds out: give --val-split too")
+            raise SltError(
+                "--val-seed picks the images --val-split holds out: give --val-split too"
+            )
         for name in ("subset", "max_steps", "val_split"):
             value = getattr(self, name)
             if value is not None and value < 1:
