@@ -34,6 +34,12 @@ import statistics
 from pathlib import Path
 
 SPLITS = ("val", "test")
+
+
+def _seeds(count: int) -> str:
+    return f"{count} seed" if count == 1 else f"{count} seeds"
+
+
 COSTS = {
     "weights": lambda r: r["params_kept"] / r["params_total"],
     "multiply-adds": lambda r: r["macs_kept"] / r["macs_total"],
@@ -116,9 +122,9 @@ def main() -> None:
     gates = {label: means_of(runs) for label, runs in gate_runs.items()}
     ref_runs = reference[args.reference_cell]
     ref = means_of(ref_runs)
-    listed = ", ".join(f"{k} ({v['seeds']} seeds)" for k, v in sorted(gates.items()))
+    listed = ", ".join(f"{k} ({_seeds(v['seeds'])})" for k, v in sorted(gates.items()))
     print(f"gate cells: {listed}")
-    print(f"reference: {args.reference_cell} ({ref['seeds']} seeds) of {args.reference}\n")
+    print(f"reference: {args.reference_cell} ({_seeds(ref['seeds'])}) of {args.reference}\n")
     print("| split | reference accuracy | cost | reference kept | gates kept at that accuracy "
           "| reference / gates | 80% interval over seeds | found |")  # fmt: skip
     print("|---|---:|---|---:|---:|---:|---|---|")
