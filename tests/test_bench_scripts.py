@@ -152,6 +152,7 @@ def test_sparser_at_accuracy_interpolates_in_log_kept_fraction(tmp_path):
                                 + rows("defaults 0.95", 50, 0.89, 0.91)))  # fmt: skip
     reference = tmp_path / "ep.json"
     reference.write_text(json.dumps(rows("ep 0.9", 100, 0.895, 0.905)))
+
     def sparser() -> subprocess.CompletedProcess:
         done = subprocess.run(
             [PYTHON, str(ROOT / "bench" / "sparser_at_accuracy.py"), "--gates", str(gates),
