@@ -34,12 +34,6 @@ import statistics
 from pathlib import Path
 
 SPLITS = ("val", "test")
-
-
-def _seeds(count: int) -> str:
-    return f"{count} seed" if count == 1 else f"{count} seeds"
-
-
 COSTS = {
     "weights": lambda r: r["params_kept"] / r["params_total"],
     "multiply-adds": lambda r: r["macs_kept"] / r["macs_total"],
@@ -54,6 +48,10 @@ def cells_of(rows: list[dict], prefix: str) -> dict[str, list[dict]]:
         if label.startswith(prefix):
             cells.setdefault(label, []).append(row)
     return cells
+
+
+def _seeds(count: int) -> str:
+    return f"{count} seed" if count == 1 else f"{count} seeds"
 
 
 def splits_of(runs: list[dict]) -> tuple[str, ...]:
