@@ -60,11 +60,10 @@ def splits_of(runs: list[dict]) -> tuple[str, ...]:
     return SPLITS if all(r.get("val_accuracy") is not None for r in runs) else ("test",)
 
 
-def means_of(runs: list[dict]) -> dict[str, float]:
-    """The means over a cell's seeds of val (where every run has it) and test accuracy and of
-    each cost."""
+def means_of(runs: list[dict], splits: tuple[str, ...]) -> dict[str, float]:
+    """The means over a cell's seeds of the accuracy on each split and of each cost."""
     return {
-        **{s: statistics.fmean(r[f"{s}_accuracy"] for r in runs) for s in splits_of(runs)},
+        **{s: statistics.fmean(r[f"{s}_accuracy"] for r in runs) for s in splits},
         "seeds": len(runs),
         **{name: statistics.fmean(f(r) for r in runs) for name, f in COSTS.items()},
     }
@@ -100,12 +99,13 @@ def bootstrap_intervals(
     draw = random.Random(0)
     ratios: dict[tuple[str, str], list[float]] = {(s, c): [] for s in splits for c in COSTS}
     for _ in range(resamples):
-        drawn = [means_of(draw.choices(runs, k=len(runs))) for runs in gates.values()]
-        ref = means_of(draw.choices(reference, k=len(reference)))
+        drawn = [means_of(draw.choices(runs, k=len(runs)), splits) for runs in gates.values()]
+        ref = means_of(draw.choices(reference, k=len(reference)), splits)
         for (split, cost), values in ratios.items():
             values.append(ratio_of(drawn, ref, split, cost))
     low, high = int(0.1 * (resamples - 1)), int(0.9 * (resamples - 1))
-    return {key: (sorted(v)[low], sorted(v)[high]) for key, v in ratios.items()}
+    ordered = {key: sorted(values) for key, values in ratios.items()}
+    return {key: (values[low], values[high]) for key, values in ordered.items()}
 
 
 def main() -> None:
@@ -123,16 +123,16 @@ def main() -> None:
     reference = cells_of(json.loads(args.reference.read_text()), args.reference_cell)
     if args.reference_cell not in reference:
         parser.error(f"no cell {args.reference_cell!r} in {args.reference}")
-    gates = {label: means_of(runs) for label, runs in gate_runs.items()}
     ref_runs = reference[args.reference_cell]
-    ref = means_of(ref_runs)
+    splits = splits_of([r for runs in (*gate_runs.values(), ref_runs) for r in runs])
+    gates = {label: means_of(runs, splits) for label, runs in gate_runs.items()}
+    ref = means_of(ref_runs, splits)
     listed = ", ".join(f"{k} ({_seeds(v['seeds'])})" for k, v in sorted(gates.items()))
     print(f"gate cells: {listed}")
     print(f"reference: {args.reference_cell} ({_seeds(ref['seeds'])}) of {args.reference}\n")
     print("| split | reference accuracy | cost | reference kept | gates kept at that accuracy "
           "| reference / gates | 80% interval over seeds | found |")  # fmt: skip
     print("|---|---:|---|---:|---:|---:|---|---|")
-    splits = splits_of([r for runs in (*gate_runs.values(), ref_runs) for r in runs])
     intervals = bootstrap_intervals(gate_runs, ref_runs, args.resamples, splits)
     for split in splits:
         for cost in COSTS:
